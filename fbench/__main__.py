@@ -1,0 +1,4 @@
+from fbench.cli import main
+import sys
+
+sys.exit(main())
