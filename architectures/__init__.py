@@ -1,0 +1,1 @@
+"""Built-in fbench architectures: one module per plugin."""
