@@ -1,0 +1,125 @@
+"""Any timm model as a baseline: the architecture family ``timm/<model>``.
+
+The spec comes from the model's timm pretrained config (input size, mean, std). The recipe is fbench's
+baseline recipe, not a paper's: AdamW, cosine schedule, label smoothing and horizontal flips, the same for every
+timm model so that baselines are comparable. Pretrained weights load only from a local file
+(``pretrained_file=PATH``); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import functools
+from pathlib import Path
+
+import torch.nn as nn
+
+from fbench.contract import Architecture, ArchitectureSpec, Augment, Recipe, Schedule
+from fbench.errors import FbenchError, UnknownNameError, VariantError
+
+BASELINE_RECIPE = Recipe(
+    optimizer="adamw",
+    lr=1e-3,
+    weight_decay=0.05,
+    schedule=Schedule("cosine", {"warmup_epochs": 2}),
+    epochs=60,
+    batch_size=64,
+    loss="cross_entropy",
+    label_smoothing=0.1,
+    augmentation=(Augment("hflip"), Augment("random_resized_crop", {"scale": (0.8, 1.0)})),
+    augmentation_mode="online",
+    source="fbench baseline recipe for timm models (not from a paper)",
+)
+
+
+def _timm():  # timm is imported on first use, never at fbench import time
+    import timm
+
+    return timm
+
+
+@functools.lru_cache(maxsize=1)
+def _all_model_names() -> tuple[str, ...]:
+    return tuple(_timm().list_models())
+
+
+def _create_model(model_name: str, num_classes: int, in_chans: int, img_size: int | None,
+                  pretrained_file: str | None, drop_rate: float, drop_path_rate: float | None) -> nn.Module:
+    timm = _timm()
+    kwargs: dict[str, object] = {"num_classes": num_classes, "in_chans": in_chans, "drop_rate": drop_rate}
+    if drop_path_rate is not None:
+        kwargs["drop_path_rate"] = drop_path_rate
+    if pretrained_file is not None:
+        path = Path(pretrained_file).expanduser()
+        if not path.is_file():
+            raise FbenchError(
+                f"timm/{model_name}: pretrained_file {str(path)!r} does not exist. Give the path of a local "
+                "checkpoint (nothing is downloaded), or leave pretrained_file unset to train from scratch"
+            )
+        # 'source': 'timm' makes timm take the file even for configs that name a hub.
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path), "source": "timm"})
+    if img_size is not None:
+        try:
+            return timm.create_model(model_name, img_size=img_size, **kwargs)
+        except TypeError as error:
+            if "img_size" not in str(error):
+                raise
+            # Convolutional models take any input size and have no img_size argument.
+    return timm.create_model(model_name, **kwargs)
+
+
+class TimmFamily:
+    """Resolves ``timm/<model>`` names to architectures."""
+
+    description = "any timm model as a baseline (timm/<model>, e.g. timm/resnet18)"
+
+    def get(self, member: str) -> Architecture:
+        return _architecture(member)
+
+    def members(self, pattern: str | None = None) -> list[str]:
+        names = _all_model_names()
+        if pattern:
+            names = tuple(n for n in names if fnmatch.fnmatch(n, pattern))
+        return [f"timm/{name}" for name in names]
+
+    def suggest(self, member: str) -> list[str]:
+        return [f"timm/{m}" for m in difflib.get_close_matches(member, _all_model_names(), n=3, cutoff=0.6)]
+
+
+@functools.lru_cache(maxsize=None)
+def _architecture(model_name: str) -> Architecture:
+    timm = _timm()
+    if not timm.is_model(model_name):
+        suggestions = TimmFamily().suggest(model_name)
+        hint = f" Did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+        raise UnknownNameError(
+            f"unknown timm model {model_name!r}.{hint} See `fbench list architectures 'timm/*{model_name[:4]}*'`"
+        )
+    config = timm.models.get_pretrained_cfg(model_name)
+    input_size = tuple(config.input_size) if config is not None else (3, 224, 224)
+    mean = tuple(config.mean) if config is not None else (0.5, 0.5, 0.5)
+    std = tuple(config.std) if config is not None else (0.5, 0.5, 0.5)
+    spec = ArchitectureSpec(
+        input_size=input_size,  # type: ignore[arg-type]
+        mean=mean,
+        std=std,
+        recipe=BASELINE_RECIPE,
+        num_classes=7,
+        paper=f"timm model {model_name}",
+        reference_code="github.com/huggingface/pytorch-image-models",
+    )
+
+    def factory(num_classes: int, *, in_chans: int = 3, img_size: int | None = None,
+                pretrained_file: str | None = None, drop_rate: float = 0.0,
+                drop_path_rate: float | None = None) -> nn.Module:
+        if in_chans < 1:
+            raise VariantError(f"timm/{model_name}: in_chans must be at least 1 (got {in_chans})")
+        return _create_model(model_name, num_classes, in_chans, img_size, pretrained_file, drop_rate,
+                             drop_path_rate)
+
+    factory.__module__ = __name__
+    factory.__qualname__ = f"timm_factory[{model_name}]"
+    return Architecture.from_factory(
+        f"timm/{model_name}", factory, spec, description=f"timm model {model_name} (baseline)"
+    )
