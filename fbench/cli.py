@@ -1,0 +1,219 @@
+"""The ``fbench`` command: parses arguments, calls the Python API, prints. No logic of its own.
+
+Bad input (an ``FbenchError``) prints one message and exits with status 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import fbench
+from fbench.errors import FbenchError
+
+EXIT_BAD_INPUT = 2
+
+
+def _common_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--plugin", action="append", default=default, metavar="MODULE",
+                        help="import a plugin module that registers architectures (repeatable)")
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                        help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fbench", description="Benchmark and ablate facial expression recognition architectures."
+    )
+    parser.add_argument("--version", action="version", version=f"fbench {fbench.__version__}")
+    _common_options(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    listing = commands.add_parser("list", help="list registered architectures")
+    _common_options(listing, suppress=True)
+    listing.add_argument("subject", nargs="?", default="architectures", choices=["architectures"],
+                         help="what to list (default: architectures)")
+    listing.add_argument("pattern", nargs="?", help="a glob on names, e.g. 'timm/resnet*'")
+    listing.add_argument("--all", action="store_true", help="expand families: every timm model")
+    listing.add_argument("--variants", action="store_true", help="show each architecture's variant options")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+
+    profile = commands.add_parser("profile", help="parameters, MACs, latency and throughput of an architecture")
+    _common_options(profile, suppress=True)
+    profile.add_argument("architecture", help="a registered name, e.g. lanmsff, scan_cci, timm/resnet18")
+    profile.add_argument("--variant", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                         help="variant options, e.g. --variant shared_heads=true")
+    profile.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"), help="override the input size")
+    profile.add_argument("--num-classes", type=int, help="label count (default: the architecture's)")
+    profile.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    profile.add_argument("--batch-size", type=int, help="batch size for throughput (default 64 on CUDA, else 8)")
+    profile.add_argument("--warmup", type=int, default=3, help="warm-up passes before timing")
+    profile.add_argument("--repeats", type=int, default=20, help="timed passes (median reported)")
+    profile.add_argument("--no-speed", action="store_true", help="count only; skip latency and throughput")
+    profile.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def parse_key_values(items: Sequence[str], flag: str) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise FbenchError(f"{flag} expects KEY=VALUE, got {item!r} (e.g. {flag} shared_heads=true)")
+        values[key.strip()] = value.strip()
+    return values
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from fbench.registry import ARCHITECTURES
+
+    rows: list[dict[str, Any]] = []
+    for name in ARCHITECTURES.names():
+        if args.pattern and not fnmatch.fnmatch(name, args.pattern):
+            continue
+        rows.append(_architecture_row(name))
+    for prefix, family in ARCHITECTURES.families().items():
+        family_pattern = None
+        if args.pattern:
+            head, sep, rest = args.pattern.partition("/")
+            family_pattern = rest if sep and head == prefix else args.pattern
+        members = []
+        if args.all or family_pattern:
+            members = [m for m in family.members() if not args.pattern or fnmatch.fnmatch(m, args.pattern)]
+            rows.extend({"name": m, "source": f"family {prefix}"} for m in members)
+        elif not args.pattern:
+            count = len(family.members())
+            rows.append({
+                "name": f"{prefix}/<model>", "source": "family", "description":
+                f"{family.description}; {count} models: `fbench list architectures --all` or a pattern "
+                f"such as '{prefix}/resnet*'",
+            })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.table import Table
+
+    columns = ("name", "input", "source", "description") + (("variants",) if args.variants else ())
+    table = Table(title="fbench architectures")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        variants = str(row.get("variants", "")).replace("; ", "\n")
+        table.add_row(*(variants if c == "variants" else str(row.get(c, "")) for c in columns))
+    _console().print(table)
+    if not args.variants:
+        _console().print("Variant options: `fbench list architectures --variants`.")
+    return 0
+
+
+def _architecture_row(name: str) -> dict[str, Any]:
+    from fbench.registry import ARCHITECTURES
+
+    source = ARCHITECTURES.source_of(name)
+    try:
+        architecture = ARCHITECTURES.get(name)
+    except FbenchError as error:
+        return {"name": name, "source": source, "description": f"cannot load: {error}"}
+    return {
+        "name": name,
+        "source": source,
+        "input": "x".join(map(str, architecture.spec.input_size)),
+        "variants": "; ".join(option.describe() for option in architecture.options),
+        "description": architecture.description,
+    }
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    from fbench.profile import profile_architecture
+
+    result = profile_architecture(
+        args.architecture,
+        parse_key_values(args.variant, "--variant"),
+        num_classes=args.num_classes,
+        input_size=tuple(args.input_size) if args.input_size else None,
+        device=args.device,
+        batch_size=args.batch_size,
+        speed=not args.no_speed,
+        warmup=args.warmup,
+        repeats=args.repeats,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    _print_profile(result)
+    return 0
+
+
+def _print_profile(result: Any) -> None:
+    from rich.table import Table
+
+    from fbench.profile import summarise_calls, summarise_macs
+
+    table = Table(title=f"{result.architecture}  ({'x'.join(map(str, result.input_size))}, "
+                        f"{result.num_classes} classes)", show_header=False)
+    table.add_column("quantity")
+    table.add_column("value", overflow="fold")
+    table.add_row("variant options", ", ".join(f"{k}={v}" for k, v in result.options.items()) or "none")
+    table.add_row("parameters", f"{result.params:,} ({result.trainable_params:,} trainable)")
+    table.add_row("buffers", f"{result.buffers:,} elements")
+    table.add_row("MACs (fvcore)", f"{result.macs:,} ({result.macs / 1e9:.3f} G)")
+    flag = "  [bold red]DISAGREE > 2%[/]" if result.macs_disagree else ""
+    table.add_row("MACs (torch flop counter)", f"{result.macs_torch:,} ({result.macs_disagreement:.2%} apart){flag}")
+    table.add_row("MACs by operator", summarise_macs(result.macs_by_operator))
+    table.add_row("not counted (no MACs), calls", summarise_calls(result.not_counted_operators) or "none")
+    if result.unrecognised_operators:
+        table.add_row("[bold red]unrecognised operators[/]",
+                      ", ".join(result.unrecognised_operators) + " (may hide MACs)")
+    if result.latency_ms is not None:
+        table.add_row(f"latency, batch 1 ({result.device})",
+                      f"{result.latency_ms:.2f} ms (median of {result.latency_repeats})")
+        table.add_row(f"throughput, batch {result.throughput_batch_size}",
+                      f"{result.throughput:,.1f} images/s (median of {result.throughput_repeats})")
+    _console().print(table)
+
+
+COMMANDS = {"list": run_list, "profile": run_profile}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # fvcore and timm call TorchScript, which current torch marks as deprecated; that is not the user's concern.
+    warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*TorchScript.*", category=DeprecationWarning)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
+    if args.command is None:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        from fbench.registry import load_plugins
+
+        if args.plugin and "" not in sys.path and os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())  # as `python -m` does, so a plugin module beside the user is found
+        load_plugins(args.plugin or [])
+        return COMMANDS[args.command](args)
+    except FbenchError as error:
+        if debug:
+            raise
+        print(f"fbench: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("fbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
