@@ -296,3 +296,51 @@ def _import_file(path: Path) -> None:
     except Exception:
         del sys.modules[name]
         raise
+
+
+# Datasets and perturbations: instances of fbench.data.adapter.DatasetAdapter and
+# fbench.perturb.base.Perturbation. Built-ins are lazy module entries: importing the module registers them.
+DATASETS: Registry[Any] = Registry("dataset", entry_point_group="fbench.datasets")
+for _name, _module in (("kdef", "kdef"), ("rafdb", "rafdb"), ("fer2013", "fer2013"), ("ferplus", "ferplus"),
+                       ("affectnet", "affectnet"), ("imagefolder", "imagefolder"), ("csv", "csv_manifest")):
+    DATASETS.register_lazy(_name, f"fbench.data.adapters.{_module}", source="fbench built-in")
+
+PERTURBATIONS: Registry[Any] = Registry("perturbation", entry_point_group="fbench.perturbations")
+for _name, _module in (("occlusion", "occlusion"), ("mask", "mask")):
+    PERTURBATIONS.register_lazy(_name, f"fbench.perturb.{_module}", source="fbench built-in")
+
+
+def register_dataset(name: str) -> Callable[[type], type]:
+    """Class decorator: register an instance of a ``DatasetAdapter`` subclass under ``name``."""
+
+    def decorate(cls: type) -> type:
+        from fbench.data.adapter import DatasetAdapter
+
+        if not (isinstance(cls, type) and issubclass(cls, DatasetAdapter)):
+            raise PluginError(f"@register_dataset({name!r}) needs a subclass of fbench.data.adapter.DatasetAdapter")
+        DATASETS.register(name, cls(), source=f"{cls.__module__}:{cls.__qualname__}")
+        return cls
+
+    return decorate
+
+
+def register_perturbation(name: str) -> Callable[[type], type]:
+    """Class decorator: register an instance of a ``Perturbation`` subclass under ``name``."""
+
+    def decorate(cls: type) -> type:
+        from fbench.perturb.base import Perturbation
+
+        if not (isinstance(cls, type) and issubclass(cls, Perturbation)):
+            raise PluginError(f"@register_perturbation({name!r}) needs a subclass of fbench.perturb.base.Perturbation")
+        PERTURBATIONS.register(name, cls(), source=f"{cls.__module__}:{cls.__qualname__}")
+        return cls
+
+    return decorate
+
+
+def get_dataset(name: str) -> Any:
+    return DATASETS.get(name)
+
+
+def get_perturbation(name: str) -> Any:
+    return PERTURBATIONS.get(name)

@@ -1,0 +1,1 @@
+"""Perturbations for evaluation conditions (occlusion, face masks), applied to device batches."""
