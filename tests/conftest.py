@@ -6,8 +6,15 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+from fbench.data.adapter import DatasetAdapter  # noqa: E402
+from fbench.data.table import REQUIRED_COLUMNS, SampleTable  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -29,3 +36,30 @@ def clean_architectures(monkeypatch: pytest.MonkeyPatch):
     ARCHITECTURES._entries = entries
     ARCHITECTURES._families = families
     ARCHITECTURES._discovered = discovered
+
+
+class FolderOfPngs(DatasetAdapter):
+    """A test adapter: every PNG in a folder, label from the name's first digit."""
+
+    name = "test_pngs"
+    default_crop = "none"
+    expected_layout = "PNG files"
+
+    def load(self, root: Path, on_error="raise") -> SampleTable:
+        files = sorted(root.glob("*.png"))
+        frame = pd.DataFrame({
+            "sample_id": [f.name for f in files], "path": [f.name for f in files], "index": -1,
+            "label": [int(f.name[0]) for f in files], "subject": "", "pose": "", "yaw": np.nan, "split": "",
+        })[list(REQUIRED_COLUMNS)]
+        return SampleTable(self.name, str(root), frame, num_classes=7)
+
+
+@pytest.fixture
+def png_adapter():
+    """A dataset adapter registered as 'test_pngs' for the test: every PNG in a folder."""
+    from fbench.registry import DATASETS
+
+    instance = FolderOfPngs()
+    DATASETS.register("test_pngs", instance, source="tests/conftest.py")
+    yield instance
+    DATASETS._entries.pop("test_pngs")

@@ -1,0 +1,124 @@
+"""Face crops: from a recorded box, from an OpenCV Haar detector (with a fixed per-pose fall-back), or none.
+
+A crop is a square in image pixels around the face (side = the box's longer side times ``1 + margin``); the
+parts outside the image are padded with the edge colour. Landmarks follow the crop into normalised [0, 1]
+coordinates of the cropped image.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from fbench.errors import FbenchError
+
+BOX_MARGIN = 0.15
+# Where a face sits in a KDEF photograph (562 x 762) when the detector finds none, as fractions of the
+# image (x0, y0, x1, y1), by pose. Profile faces sit off-centre, towards the side the face points to.
+KDEF_FALLBACK_BOXES = {
+    "S": (0.20, 0.22, 0.80, 0.72),
+    "HL": (0.18, 0.22, 0.78, 0.72),
+    "HR": (0.22, 0.22, 0.82, 0.72),
+    "FL": (0.12, 0.22, 0.72, 0.72),
+    "FR": (0.28, 0.22, 0.88, 0.72),
+    "": (0.15, 0.15, 0.85, 0.85),
+}
+
+
+@dataclass(frozen=True)
+class Square:
+    """A square crop: top-left corner and side, in image pixels (may extend past the image)."""
+
+    x0: float
+    y0: float
+    side: float
+
+    @classmethod
+    def around(cls, x0: float, y0: float, x1: float, y1: float, margin: float = BOX_MARGIN) -> Square:
+        side = max(x1 - x0, y1 - y0) * (1.0 + margin)
+        return cls((x0 + x1 - side) / 2.0, (y0 + y1 - side) / 2.0, side)
+
+    @classmethod
+    def whole(cls, height: int, width: int) -> Square:
+        """The whole image, as the square that holds it (aligned sets are square already)."""
+        return cls.around(0, 0, width, height, margin=0.0)
+
+
+def crop_square(image: np.ndarray, square: Square) -> np.ndarray:
+    """Cut ``square`` out of ``image``, padding outside parts with the edge pixels."""
+    import cv2
+
+    x0, y0 = int(round(square.x0)), int(round(square.y0))
+    side = max(1, int(round(square.side)))
+    height, width = image.shape[:2]
+    pad_left, pad_top = max(0, -x0), max(0, -y0)
+    pad_right, pad_bottom = max(0, x0 + side - width), max(0, y0 + side - height)
+    if pad_left or pad_top or pad_right or pad_bottom:
+        image = cv2.copyMakeBorder(image, pad_top, pad_bottom, pad_left, pad_right, cv2.BORDER_REPLICATE)
+        x0, y0 = x0 + pad_left, y0 + pad_top
+    return image[y0:y0 + side, x0:x0 + side]
+
+
+def landmarks_in_crop(landmarks: np.ndarray, square: Square) -> np.ndarray:
+    """Pixel landmarks (K x 2) -> normalised coordinates of the crop."""
+    return ((landmarks - np.array([square.x0, square.y0])) / square.side).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _cascades() -> tuple[object, object]:
+    import cv2
+
+    if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
+        raise FbenchError(
+            "OpenCV has no Haar cascades (opencv-python-headless 5.x ships none); install "
+            "'opencv-python-headless<5' or use a dataset with recorded face boxes"
+        )
+    frontal = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    profile = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_profileface.xml")
+    return frontal, profile
+
+
+def detect_face(image: np.ndarray, pose: str = "") -> tuple[Square, bool]:
+    """The largest Haar detection (frontal, then profile, mirrored for the other side), or the fixed
+    per-pose crop. Returns the square and whether a detector found it."""
+    import cv2
+
+    gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    height, width = gray.shape
+    min_side = max(24, min(height, width) // 6)
+    frontal, profile = _cascades()
+    candidates: list[tuple[int, int, int, int]] = []
+    if pose in ("", "S", "HL", "HR"):
+        candidates += [tuple(b) for b in frontal.detectMultiScale(gray, 1.1, 5, minSize=(min_side, min_side))]
+    if not candidates:
+        candidates += [tuple(b) for b in profile.detectMultiScale(gray, 1.1, 5, minSize=(min_side, min_side))]
+        mirrored = profile.detectMultiScale(gray[:, ::-1].copy(), 1.1, 5, minSize=(min_side, min_side))
+        candidates += [(width - x - w, y, w, h) for (x, y, w, h) in mirrored]
+    if candidates:
+        x, y, w, h = max(candidates, key=lambda b: b[2] * b[3])
+        return Square.around(x, y, x + w, y + h), True
+    fx0, fy0, fx1, fy1 = KDEF_FALLBACK_BOXES.get(pose, KDEF_FALLBACK_BOXES[""])
+    return Square.around(fx0 * width, fy0 * height, fx1 * width, fy1 * height, margin=0.0), False
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """H x W or H x W x 3 uint8 -> H x W x channels (grayscale by ITU-R 601 luma)."""
+    import cv2
+
+    if channels == 1:
+        gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        return gray[:, :, None]
+    if channels == 3:
+        return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
+    raise FbenchError(f"images can be cached with 1 or 3 channels, not {channels}")
+
+
+def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Area interpolation when shrinking (no aliasing), bilinear when enlarging."""
+    import cv2
+
+    shrinking = image.shape[0] > height or image.shape[1] > width
+    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return resized[:, :, None] if resized.ndim == 2 else resized
