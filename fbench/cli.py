@@ -12,6 +12,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import fbench
@@ -58,7 +59,45 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--repeats", type=int, default=20, help="timed passes (median reported)")
     profile.add_argument("--no-speed", action="store_true", help="count only; skip latency and throughput")
     profile.add_argument("--json", action="store_true", help="print one JSON object")
+    _data_parser(commands)
     return parser
+
+
+def _data_parser(commands: argparse._SubParsersAction) -> None:
+    data = commands.add_parser("data", help="build the synthetic set, describe and preview datasets")
+    _common_options(data, suppress=True)
+    actions = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    synth = actions.add_parser("synth", help="render the synthetic multi-view expression set (KDEF layout)")
+    _common_options(synth, suppress=True)
+    synth.add_argument("--out", required=True, type=Path, help="output folder, e.g. data/synth-kdef")
+    synth.add_argument("--identities", type=int, default=70, help="identities, half female (default 70)")
+    synth.add_argument("--sessions", type=int, default=2, choices=[1, 2], help="sessions A and B (default 2)")
+    synth.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), default=(320, 256),
+                       help="image height and width (default 320 256)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--workers", type=int, help="processes (default: all cores)")
+    synth.add_argument("--overwrite", action="store_true", help="replace an earlier synthetic set in --out")
+
+    for name, text in (("info", "what a dataset holds"), ("preview", "a grid of faces, optionally perturbed")):
+        action = actions.add_parser(name, help=text)
+        _common_options(action, suppress=True)
+        action.add_argument("dataset", help="a registered dataset: kdef, rafdb, fer2013, ferplus, affectnet, "
+                                            "imagefolder, csv")
+        action.add_argument("--data", action="append", default=[], metavar="NAME=PATH",
+                            help="where a dataset lives (else $FBENCH_DATA_<NAME>)")
+        action.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                            help="bad files: stop with an error (default) or skip them with a report")
+        if name == "info":
+            action.add_argument("--json", action="store_true", help="print JSON")
+        else:
+            action.add_argument("--out", type=Path, required=True, help="PNG file to write")
+            action.add_argument("--perturb", metavar="CONDITION",
+                                help="e.g. occlusion:severity=0.3, occlusion:kind=eye_band, mask:kind=surgical")
+            action.add_argument("--count", type=int, default=35, help="faces in the grid (default 35)")
+            action.add_argument("--columns", type=int, help="grid columns (default: one per pose)")
+            action.add_argument("--size", type=int, default=128, help="tile side in pixels (default 128)")
+            action.add_argument("--seed", type=int, default=0)
 
 
 def parse_key_values(items: Sequence[str], flag: str) -> dict[str, str]:
@@ -185,7 +224,74 @@ def _print_profile(result: Any) -> None:
     _console().print(table)
 
 
-COMMANDS = {"list": run_list, "profile": run_profile}
+def run_data(args: argparse.Namespace) -> int:
+    if args.data_command == "synth":
+        return _run_synth(args)
+    from fbench.data.locate import load_dataset, parse_data_flags
+
+    table = load_dataset(args.dataset, parse_data_flags(args.data), on_error=args.on_error)
+    if table.report.total:
+        print(f"fbench: skipped {table.report.total} samples of {args.dataset}: {table.report.summary()}",
+              file=sys.stderr)
+    if args.data_command == "info":
+        from fbench.data.summary import summarize
+
+        summary = summarize(table)
+        if args.json:
+            print(json.dumps(summary, indent=2))
+        else:
+            _print_summary(summary)
+        return 0
+    from fbench.data.preview import preview_grid
+
+    out = preview_grid(table, args.out, condition=args.perturb, count=args.count, columns=args.columns,
+                       tile=args.size, seed=args.seed)
+    _console().print(f"wrote {out}")
+    return 0
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from fbench.data.synth import SynthConfig, build_synthetic_kdef
+
+    config = SynthConfig(identities=args.identities, sessions=args.sessions, image_size=tuple(args.size),
+                         seed=args.seed)
+    with Progress(console=_console(), transient=True) as progress:
+        task = progress.add_task("rendering synthetic faces", total=None)
+        manifest = build_synthetic_kdef(
+            args.out, config, workers=args.workers, overwrite=args.overwrite,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    _console().print(f"wrote {len(manifest)} synthetic images (KDEF layout) to {args.out}; "
+                     f"use it with --data kdef={args.out}")
+    return 0
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    title = f"{summary['dataset']} at {summary['root']}"
+    if summary["synthetic"]:
+        title += "  [bold yellow]SYNTHETIC (procedurally rendered, not real faces)[/]"
+    table = Table(title=title, show_header=False)
+    table.add_column("quantity")
+    table.add_column("value", overflow="fold")
+    table.add_row("images", f"{summary['images']:,}")
+    table.add_row(f"classes ({len(summary['classes'])})",
+                  ", ".join(f"{name} {n:,}" for name, n in summary["classes"].items()))
+    table.add_row("subjects", str(summary["subjects"]))
+    for key in ("poses", "splits", "conditions", "skipped"):
+        if summary[key]:
+            table.add_row(f"{key} ({len(summary[key])})" if key == "poses" else key,
+                          ", ".join(f"{name} {n:,}" for name, n in summary[key].items()))
+    if summary.get("sessions"):
+        table.add_row("sessions", ", ".join(summary["sessions"]))
+    table.add_row("landmarks", "yes" if summary["landmarks"] else "no (canonical positions are used)")
+    _console().print(table)
+
+
+COMMANDS = {"list": run_list, "profile": run_profile, "data": run_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

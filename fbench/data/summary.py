@@ -1,0 +1,33 @@
+"""What a sample table holds, for `fbench data info` and for logs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fbench.data.table import SampleTable
+
+
+def summarize(table: SampleTable) -> dict[str, Any]:
+    frame = table.frame
+    names = table.label_names
+    labels = frame["label"].value_counts().sort_index()
+    summary: dict[str, Any] = {
+        "dataset": table.dataset,
+        "root": str(table.root),
+        "synthetic": table.synthetic,
+        "images": len(table),
+        "num_classes": table.num_classes,
+        "classes": {names[int(label)]: int(n) for label, n in labels.items()},
+        "subjects": int(frame["subject"].replace("", None).nunique()),
+        "poses": {str(p): int(n) for p, n in frame["pose"].value_counts().sort_index().items() if p},
+        "splits": {str(s): int(n) for s, n in frame["split"].value_counts().sort_index().items() if s},
+        "conditions": {c.removeprefix("cond_"): int(frame[c].sum()) for c in frame.columns if c.startswith("cond_")},
+        "landmarks": table.has_landmarks,
+        "aligned": table.aligned,
+        "skipped": {reason: len(where) for reason, where in table.report.skipped.items()},
+    }
+    if "session" in frame.columns:
+        summary["sessions"] = sorted(str(s) for s in frame["session"].unique() if s)
+    if table.meta.get("synthetic_info"):
+        summary["synthetic_info"] = table.meta["synthetic_info"]
+    return summary
