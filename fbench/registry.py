@@ -222,7 +222,7 @@ class Registry(Generic[T]):
         message += f" Known: {', '.join(sorted(self._entries)) or 'none'}"
         if self._families:
             message += "; families: " + ", ".join(f"{p}/NAME" for p in sorted(self._families))
-        return message + ". A plugin's architecture appears after `--plugin pkg.module` or `pip install` of it"
+        return message + f". A plugin's {self.kind} appears after `--plugin pkg.module` or `pip install` of it"
 
     def _check_name(self, name: str) -> None:
         if not name or not isinstance(name, str) or name.strip() != name:

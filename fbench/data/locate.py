@@ -43,7 +43,7 @@ def dataset_root(name: str, cli_paths: Mapping[str, str] | None = None,
     if os.environ.get(variable):
         return _existing(name, Path(os.environ[variable]).expanduser(), f"${variable}", adapter.expected_layout)
     raise FbenchError(
-        f"dataset {name!r} has no location: pass --data {name}=PATH, give it in the suite's datasets: block, "
+        f"dataset {name!r} has no location: pass --data {name}=PATH, give it in the suite's data: block, "
         f"or export {variable}=PATH. Expected at PATH: {adapter.expected_layout or 'the dataset files'}"
         + (". For a synthetic set, build one with `fbench data synth --out data/synth-kdef`" if name == "kdef"
            else "")
