@@ -1,6 +1,6 @@
 """Where datasets live, and loading them by name.
 
-A dataset's root comes from, in order: ``--data NAME=PATH`` on the command line, the suite's ``datasets:``
+A dataset's root comes from, in order: ``--data NAME=PATH`` on the command line, the suite's ``data:``
 block, or the environment variable ``FBENCH_DATA_<NAME>``. A dataset with none of them, or a path that does not
 exist, is an error that says exactly which path to set.
 """
