@@ -324,7 +324,9 @@ LANMSFF_SPEC = ArchitectureSpec(
         betas=(0.9, 0.999),
         eps=1e-7,
         weight_decay=0.0,
-        schedule=Schedule("reduce_on_plateau", {"factor": 0.1, "patience": 9, "monitor": "val_loss"}),
+        # Keras's patience=9 cuts the rate after 9 epochs without improvement; torch's ReduceLROnPlateau
+        # (whose parameters the contract uses) cuts after patience + 1, hence 8.
+        schedule=Schedule("reduce_on_plateau", {"factor": 0.1, "patience": 8, "monitor": "val_loss"}),
         epochs=100,
         batch_size=32,
         loss="cross_entropy",

@@ -204,7 +204,7 @@ def test_registration_and_spec() -> None:
     assert architecture.resolve_spec({"in_chans": "3"}).input_size == (3, 64, 64)
     recipe = spec.recipe
     assert (recipe.optimizer, recipe.lr, recipe.eps, recipe.batch_size, recipe.epochs) == ("adam", 1e-3, 1e-7, 32, 100)
-    assert recipe.schedule.params["patience"] == 9 and recipe.early_stopping is not None
+    assert recipe.schedule.params["patience"] == 8 and recipe.early_stopping is not None
     assert recipe.early_stopping.patience == 14 and not recipe.early_stopping.restore_best
     assert recipe.augmentation_mode == "offline" and len(recipe.augmentation) == 4
 
@@ -224,3 +224,19 @@ def test_wrong_input_raises_a_clear_error(options: dict[str, object], shape: tup
         model(torch.rand(*shape))
     assert isinstance(error.value, FbenchError)
     assert str(tuple(shape)) in str(error.value)
+
+
+def test_learning_rate_is_cut_after_nine_flat_epochs_as_in_keras() -> None:
+    """Keras ReduceLROnPlateau(patience=9) cuts after 9 epochs without improvement (spec section 5)."""
+    from fbench.engine.optim import build_optimizer, build_scheduler, scheduler_step
+
+    recipe = get_architecture("lanmsff").spec.recipe
+    model = build(7)
+    optimizer = build_optimizer(model, recipe)
+    scheduler = build_scheduler(optimizer, recipe, epochs=100, steps_per_epoch=1)
+    scheduler_step(scheduler, {"val_loss": 1.0})  # the best epoch
+    for _ in range(8):
+        scheduler_step(scheduler, {"val_loss": 1.0})
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+    scheduler_step(scheduler, {"val_loss": 1.0})  # the ninth epoch without improvement
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)

@@ -1,0 +1,239 @@
+"""The training loop: one recipe, one model, one seed; model selection on the validation split only.
+
+Per epoch: a seeded order of the training rows is drawn on the device, every batch is augmented (online) or
+taken from the once-expanded set (offline) and normalised on the device, the loss goes through
+:func:`fbench.contract.compute_loss` (multi-head models bring their own), and loss and accuracy are accumulated
+as device tensors. The host reads them once per epoch, together with the validation sums, so the batch loop
+never waits for the device.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from fbench.contract import ArchitectureSpec, Recipe, compute_loss
+from fbench.data.transforms import BatchAugment, eval_transform
+from fbench.engine.checkpoint import load_state, save_state
+from fbench.engine.data import EvalData, TrainData
+from fbench.engine.errors import NonFiniteLossError
+from fbench.engine.optim import build_optimizer, build_scheduler, group_lr, plateau_monitor, scheduler_step
+from fbench.engine.runtime import Amp, autocast, batch_format, use_amp, use_channels_last
+from fbench.engine.sampling import class_balanced_weights, epoch_order, stream_generator
+from fbench.engine.stopping import BestTracker
+from fbench.errors import FbenchError
+
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    """What training did.
+
+    ``history`` has one dict per epoch (``epoch`` counts from 1; ``val_loss``/``val_accuracy`` are None without
+    a validation split; ``lr`` is the default group's rate during the epoch; ``seconds`` its wall time,
+    validation included). ``best_epoch`` is the epoch with the best ``monitor`` value on the validation split
+    (None without one); ``final_state`` says whether the model now holds the ``"last"`` weights or the
+    ``"best"`` (restored)."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    final_state: Literal["last", "best"] = "last"
+    monitor: str | None = None
+    best_value: float | None = None
+    checkpoint_path: Path | None = None
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+
+def selection_monitor(recipe: Recipe) -> str:
+    """The validation metric that picks the best epoch: early stopping's, else ReduceLROnPlateau's, else
+    ``val_loss``."""
+    if recipe.early_stopping is not None:
+        return recipe.early_stopping.monitor
+    if recipe.schedule.kind == "reduce_on_plateau":
+        return plateau_monitor(recipe)
+    return "val_loss"
+
+
+def evaluation_sums(model: nn.Module, data: EvalData, spec: ArchitectureSpec, criterion: nn.Module, *,
+                    batch_size: int = 512, amp: bool = False, channels_last: bool = False
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of per-sample losses, number correct) over ``data`` in eval mode, as device tensors.
+
+    The loss is the training loss (``compute_loss``, label smoothing included), as Keras reports ``val_loss``."""
+    was_training = model.training
+    model.eval()
+    device = data.device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    n = len(data)
+    with torch.inference_mode():
+        for begin in range(0, n, batch_size):
+            count = min(batch_size, n - begin)
+            images = batch_format(eval_transform(data.images[begin:begin + count], spec), channels_last)
+            targets = data.labels[begin:begin + count]
+            with autocast(device, amp):
+                loss, logits = compute_loss(model, images, targets, criterion)
+            loss_sum += loss.double() * count
+            correct += (logits.argmax(dim=1) == targets).sum()
+    model.train(was_training)
+    return loss_sum, correct
+
+
+def _non_finite(what: str, epoch: int, lr: float) -> NonFiniteLossError:
+    return NonFiniteLossError(
+        f"the {what} in epoch {epoch} (lr {lr:.3g}). Lower the learning rate (the recipe's lr "
+        "or lr_groups, e.g. --set recipe.lr=...) and check the inputs: images must be finite and labels in "
+        "0..num_classes-1", epoch=epoch, lr=lr)
+
+
+def _needs_validation(recipe: Recipe) -> str | None:
+    if recipe.early_stopping is not None:
+        return "early stopping"
+    if recipe.schedule.kind == "reduce_on_plateau":
+        return "the reduce_on_plateau schedule"
+    return None
+
+
+def train_model(model: nn.Module, train: TrainData, val: EvalData | None, recipe: Recipe, *,
+                spec: ArchitectureSpec, device: torch.device | str, seed: int, epochs: int | None = None,
+                amp: Amp = "auto", channels_last: bool = True, compile: bool = False,
+                checkpoint_path: str | os.PathLike | None = None, on_epoch: EpochCallback | None = None,
+                eval_batch_size: int = 512) -> TrainResult:
+    """Train ``model`` in place on ``train`` under ``recipe``; select and stop on ``val`` (never on test).
+
+    Args:
+        model: any model under the architecture contract (logits, or ``training_loss`` for several heads).
+        train, val: the cell's training and validation splits (uint8 images; moved to ``device`` if elsewhere).
+        recipe: optimiser, schedule, epochs, batch size, loss, early stopping, augmentation and sampler.
+        spec: the architecture's spec; its mean/std normalise every batch, training and validation.
+        device, seed: where to run; the seed fixes the global RNG (dropout), the sample order and the
+            augmentation draws: the same seed gives the same history on CPU.
+        epochs: overrides ``recipe.epochs``.
+        amp: bf16 autocast, on CUDA only ("auto" or True); ignored elsewhere.
+        channels_last: use the channels_last memory format on CUDA.
+        compile: ``model.compile()`` (compiles ``forward`` in place; a ``training_loss`` hook runs uncompiled).
+        checkpoint_path: where to keep the best epoch's state dict (written atomically on each improvement).
+        on_epoch: called with each epoch's history dict (log it, or raise to stop, e.g. Optuna pruning).
+        eval_batch_size: batch size of the validation passes.
+
+    Raises:
+        NonFiniteLossError: a NaN or infinite loss (or weights), naming the epoch, the lr and the fix.
+        FbenchError: early stopping or ReduceLROnPlateau without a validation split.
+    """
+    device = torch.device(device)
+    epochs = recipe.epochs if epochs is None else int(epochs)
+    if epochs < 1:
+        raise FbenchError(f"epochs must be at least 1 (got {epochs})")
+    needs = _needs_validation(recipe)
+    if val is None and needs is not None:
+        raise FbenchError(f"{needs} in the recipe monitors the validation split, but the cell has none; give the "
+                          "split a validation part (carved from train) or turn it off in the recipe")
+    torch.manual_seed(seed)
+    amp_on = use_amp(amp, device)
+    cl = use_channels_last(channels_last, device)
+    train = train.to(device)
+    val = val.to(device) if val is not None else None
+    model.to(device)
+    if cl:
+        model.to(memory_format=torch.channels_last)
+    if compile:
+        model.compile()
+
+    augment = BatchAugment.from_recipe(recipe, spec)
+    images, labels = train.images, train.labels
+    if recipe.augmentation_mode == "offline" and augment.augments:
+        images, source = augment.expand_offline(images, stream_generator(seed, "offline", device))
+        labels = labels.index_select(0, source)
+    n, batch_size = images.shape[0], recipe.batch_size
+    steps_per_epoch = math.ceil(n / batch_size)
+
+    optimizer = build_optimizer(model, recipe)
+    scheduler = build_scheduler(optimizer, recipe, epochs, steps_per_epoch)
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    sampler_generator = stream_generator(seed, "sampler", device)
+    augment_generator = stream_generator(seed, "augment", device)
+    weights = class_balanced_weights(labels) if recipe.sampler == "class_balanced" else None
+
+    restore_best = recipe.early_stopping is not None and recipe.early_stopping.restore_best
+    tracker = BestTracker.for_recipe(recipe.early_stopping, selection_monitor(recipe))
+    checkpoint = Path(checkpoint_path) if checkpoint_path is not None else None
+    best_in_memory: dict[str, torch.Tensor] | None = None
+    result = TrainResult(monitor=tracker.monitor if val is not None else None, checkpoint_path=checkpoint)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    lr = group_lr(optimizer)
+
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        lr = group_lr(optimizer)
+        model.train()
+        order = epoch_order(n, recipe.sampler, sampler_generator, weights)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        for begin in range(0, n, batch_size):  # the last partial batch is kept, as Keras does
+            count = min(batch_size, n - begin)
+            rows = order[begin:begin + count]
+            batch = batch_format(augment(images.index_select(0, rows), augment_generator), cl)
+            targets = labels.index_select(0, rows)
+            with autocast(device, amp_on):
+                loss, logits = compute_loss(model, batch, targets, criterion)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step_batch()
+            loss_sum += loss.detach().double() * count
+            correct += (logits.detach().argmax(dim=1) == targets).sum()
+
+        sums = [loss_sum, correct.double()]
+        if val is not None:
+            val_loss_sum, val_correct = evaluation_sums(model, val, spec, criterion, batch_size=eval_batch_size,
+                                                        amp=amp_on, channels_last=cl)
+            sums += [val_loss_sum, val_correct.double()]
+        values = torch.stack(sums).tolist()  # the epoch's one host read
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": values[0] / n, "train_accuracy": values[1] / n,
+                                  "val_loss": None, "val_accuracy": None, "lr": lr}
+        if not math.isfinite(record["train_loss"]):
+            raise _non_finite(f"training loss became {record['train_loss']}", epoch, lr)
+        if val is not None:
+            record["val_loss"], record["val_accuracy"] = values[2] / len(val), values[3] / len(val)
+            if not math.isfinite(record["val_loss"]):
+                raise _non_finite(f"validation loss became {record['val_loss']}", epoch, lr)
+            if tracker.update(epoch, record[tracker.monitor]):
+                if checkpoint is not None:
+                    save_state(model, checkpoint)
+                elif restore_best:
+                    best_in_memory = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        scheduler_step(scheduler, record if val is not None else None)
+        record["seconds"] = time.perf_counter() - start
+        result.history.append(record)
+        if on_epoch is not None:
+            on_epoch(dict(record))
+        if tracker.should_stop:
+            result.stopped_early = True
+            break
+
+    # The last optimiser step can break the weights after the last loss was measured.
+    if trainable and not bool(torch.stack([p.detach().isfinite().all() for p in trainable]).all()):
+        raise _non_finite("weights became NaN or infinite", result.epochs_run, lr)
+    if val is not None:
+        result.best_epoch, result.best_value = tracker.best_epoch, tracker.best
+    if restore_best and result.best_epoch is not None:
+        if checkpoint is not None:
+            load_state(model, checkpoint)
+        elif best_in_memory is not None:
+            model.load_state_dict(best_in_memory)
+        result.final_state = "best"
+    model.eval()
+    return result
