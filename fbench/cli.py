@@ -60,7 +60,50 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--no-speed", action="store_true", help="count only; skip latency and throughput")
     profile.add_argument("--json", action="store_true", help="print one JSON object")
     _data_parser(commands)
+    _suite_parsers(commands)
     return parser
+
+
+def _suite_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("suite", type=Path, help="a suite file, e.g. suites/multiview.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a suite key, e.g. --set seeds=[0] --set architectures.0.recipe.epochs=5")
+    parser.add_argument("--budget", help="smoke, quick, paper (or a budget the suite defines)")
+    parser.add_argument("--only", action="append", default=[], metavar="ARCH",
+                        help="run only this architecture (name or label; repeatable)")
+    parser.add_argument("--data", action="append", default=[], metavar="NAME=PATH",
+                        help="where a dataset lives (else the suite's data: block or $FBENCH_DATA_<NAME>)")
+
+
+def _suite_parsers(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser("run", help="train and evaluate every cell of a suite; leaderboard and report")
+    _common_options(run, suppress=True)
+    _suite_options(run)
+    run.add_argument("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///mlflow.db here)")
+    run.add_argument("--executor", default="local", help="how cells run (default: local, one after another)")
+    run.add_argument("--retry-failed", action="store_true", help="run again the cells that failed before")
+    run.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                     help="bad dataset files: stop (default) or skip them with a report")
+    run.add_argument("--no-report", action="store_true", help="skip the Markdown/HTML report")
+
+    validate = commands.add_parser("validate", help="check suite files without running them")
+    _common_options(validate, suppress=True)
+    validate.add_argument("suites", nargs="+", type=Path, help="suite files")
+
+    for name, text in (("leaderboard", "print a suite's leaderboard from stored results (trains nothing)"),
+                       ("rescore", "recompute every metric of a suite from stored predictions")):
+        action = commands.add_parser(name, help=text)
+        _common_options(action, suppress=True)
+        _suite_options(action)
+        if name == "rescore":
+            action.add_argument("--no-report", action="store_true", help="skip the report")
+
+    ui = commands.add_parser("ui", help="the MLflow UI on 127.0.0.1")
+    _common_options(ui, suppress=True)
+    ui.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///mlflow.db here)")
+    ui.add_argument("--port", type=int, default=5000)
 
 
 def _data_parser(commands: argparse._SubParsersAction) -> None:
@@ -291,7 +334,72 @@ def _print_summary(summary: dict[str, Any]) -> None:
     _console().print(table)
 
 
-COMMANDS = {"list": run_list, "profile": run_profile, "data": run_data}
+def _load_suite(args: argparse.Namespace):
+    from fbench.config import load_suite
+    from fbench.data.locate import parse_data_flags
+
+    return load_suite(args.suite, args.overrides, budget=args.budget, only=args.only or None,
+                      data=parse_data_flags(args.data))
+
+
+def run_suite_command(args: argparse.Namespace) -> int:
+    from fbench.runner import RunOptions, run_suite
+
+    suite = _load_suite(args)
+    options = RunOptions(budget=args.budget, device=args.device, tracking=False if args.no_tracking else None,
+                         tracking_uri=args.tracking_uri, executor=args.executor, retry_failed=args.retry_failed,
+                         on_error=args.on_error, write_report=not args.no_report)
+    from fbench.progress import RichReporter
+
+    with RichReporter(_console()) as reporter:
+        run = run_suite(suite, options, reporter)
+    _print_run(run)
+    return 0
+
+
+def _print_run(run: Any) -> None:
+    from fbench.progress import print_leaderboards
+
+    print_leaderboards(_console(), run)
+    if run.report:
+        _console().print(f"report: {run.report.get('html')}  (and report.md beside it)")
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from fbench.config import validate_suite_file
+
+    bad = 0
+    for path in args.suites:
+        problems = validate_suite_file(path)
+        if problems:
+            bad += 1
+            for problem in problems:
+                print(problem, file=sys.stderr)
+        else:
+            _console().print(f"{path}: valid")
+    return EXIT_BAD_INPUT if bad else 0
+
+
+def run_stored(args: argparse.Namespace) -> int:
+    """leaderboard and rescore: everything from the cells' stored predictions; nothing is trained."""
+    from fbench.runner import RunOptions, rescore_suite
+
+    suite = _load_suite(args)
+    options = RunOptions(budget=args.budget, tracking=False,
+                         write_report=args.command == "rescore" and not args.no_report)
+    run = rescore_suite(suite, options, rewrite_metrics=args.command == "rescore")
+    _print_run(run)
+    return 0
+
+
+def run_ui(args: argparse.Namespace) -> int:
+    from fbench.tracking import run_ui as serve
+
+    return serve(args.tracking_uri, port=args.port)
+
+
+COMMANDS = {"list": run_list, "profile": run_profile, "data": run_data, "run": run_suite_command,
+            "validate": run_validate, "leaderboard": run_stored, "rescore": run_stored, "ui": run_ui}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,86 @@
+"""The terminal side of a suite run: progress bars (cells and the running cell's epochs, with ETA), notes, and
+the leaderboard as a rich table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from fbench.runner import CellOutcome, Reporter
+
+
+class RichReporter(Reporter):
+    """A ``Reporter`` drawing two progress bars: the suite's cells and the running cell's epochs."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self.console = console
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
+        self.cells_task: Any = None
+        self.epochs_task: Any = None
+        self.start_suite = self._start_suite
+        self.start_cell = self._start_cell
+        self.epoch = self._epoch
+        self.end_cell = self._end_cell
+        self.note = self._note
+
+    def __enter__(self) -> RichReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def _start_suite(self, total: int, finished: int) -> None:
+        self.cells_task = self.progress.add_task("cells", total=total)
+        if finished:
+            self.console.print(f"{finished} of {total} cells already finished: reusing them")
+
+    def _start_cell(self, cell: Any, epochs: int) -> None:
+        if self.epochs_task is not None:
+            self.progress.remove_task(self.epochs_task)
+        self.epochs_task = self.progress.add_task(f"  {cell.name} epochs", total=epochs)
+
+    def _epoch(self, record: dict[str, Any]) -> None:
+        if self.epochs_task is not None:
+            text = f"val acc {record['val_accuracy']:.3f}" if record.get("val_accuracy") is not None else ""
+            self.progress.update(self.epochs_task, advance=1, description=f"  epoch {record.get('epoch')} {text}")
+
+    def _end_cell(self, outcome: CellOutcome) -> None:
+        if self.cells_task is not None:
+            self.progress.update(self.cells_task, advance=1)
+        if outcome.status == "failed" and not outcome.reused:
+            self.console.print(f"[bold red]cell {outcome.cell.name} failed:[/] {outcome.reason}", markup=True)
+        elif not outcome.reused:
+            self.console.print(f"cell {outcome.cell.name} done in {outcome.seconds:.0f} s")
+
+    def _note(self, text: str) -> None:
+        style = "bold yellow" if text.startswith("SYNTHETIC") else None
+        self.console.print(text, style=style, markup=False)
+
+
+def print_leaderboards(console: Console, run: Any) -> None:
+    """Each view's leaderboard as a table, failures under it, and the synthetic warning when it applies."""
+    from fbench.report import ReportData, leaderboard_table
+
+    if run.dataset.synthetic:
+        console.print("SYNTHETIC DATA: procedurally rendered faces, not a real dataset", style="bold yellow")
+    for board in run.leaderboards:
+        data = ReportData(suite=run.suite.name, title=run.suite.name, leaderboard=board.aggregate,
+                          comparisons=board.comparisons)
+        frame = leaderboard_table(data)
+        title = f"{run.suite.name}: {board.view} ({run.budget} budget)"
+        table = Table(title=title)
+        for column in frame.columns:
+            table.add_column(str(column), overflow="fold")
+        for _, row in frame.iterrows():
+            table.add_row(*(str(v) for v in row.tolist()))
+        console.print(table)
+    for outcome in run.failures:
+        console.print(f"FAILED {outcome.cell.name}: {outcome.reason}", style="red", markup=False)
+    if not run.leaderboards:
+        console.print("no finished cells: nothing to rank yet")

@@ -1,0 +1,106 @@
+"""From a suite run to its reports: one per view (the main protocol at the top of the folder, extra views in
+``views/<name>/``), with provenance, the budget's cuts, failures and the architectures' costs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fbench import results
+from fbench.config import budget_cuts
+from fbench.leaderboard import Leaderboard, condition_frame, efficiency_frame
+from fbench.report import ReportData, report_folder, write_report
+
+
+def architecture_profiles(run: Any, output: Path) -> dict[str, dict[str, Any]]:
+    """Parameters and MACs of every architecture x variant of the run (cached in the suite's output)."""
+    from fbench.profile import count_macs, count_parameters
+    from fbench.registry import get_architecture
+
+    profiles: dict[str, dict[str, Any]] = {}
+    for cell in run.cells:
+        if cell.label in profiles:
+            continue
+        key = hashlib.sha256(json.dumps([cell.architecture, cell.options, cell.input_size, run.dataset.name],
+                                        sort_keys=True, default=str).encode()).hexdigest()[:16]
+        path = output / run.suite.name / "profiles" / f"{key}.json"
+        if path.is_file():
+            profiles[cell.label] = results.read_json(path)
+            continue
+        import torch
+
+        model = get_architecture(cell.architecture).build(run.num_classes, **cell.options).eval()
+        total, _, _ = count_parameters(model)
+        macs = count_macs(model, torch.zeros(1, *cell.input_size)).macs
+        profiles[cell.label] = {"params": total, "macs": macs}
+        results.write_json(path, profiles[cell.label])
+    return profiles
+
+
+def _provenance(run: Any, device: str) -> dict[str, Any]:
+    from fbench.tracking import environment_tags, git_commit
+
+    suite_text = json.dumps(run.suite.to_dict(), sort_keys=True)
+    return {
+        "suite file": run.suite.source or "(built in Python)",
+        "suite hash": hashlib.sha256(suite_text.encode()).hexdigest()[:16],
+        "dataset": f"{run.dataset.name} at {run.dataset.root}",
+        "git commit": git_commit() or "unknown",
+        "device": device,
+        "command": " ".join(sys.argv),
+        "machine": platform.platform(),
+        **environment_tags(),
+    }
+
+
+def write_suite_report(run: Any, device: str) -> dict[str, Path]:
+    """Write the reports of ``run`` under ``reports/<suite>/<timestamp>/``; returns the main report's files."""
+    folder = report_folder(Path(run.suite.reports), run.suite.name)
+    profiles = architecture_profiles(run, Path(run.suite.output))
+    failures = [{"cell": o.cell.name, "label": o.cell.label, "reason": o.reason} for o in run.failures]
+    counts = {"total": len(run.outcomes), "run": sum(not o.reused for o in run.outcomes),
+              "reused": sum(o.reused for o in run.outcomes), "failed": len(failures)}
+    leaky = next((f"{name} ({protocol.kind}, selects on the test fold)" for name, protocol in run.suite.protocols()
+                  if protocol.leaky), None)
+    written: dict[str, Path] = {}
+    for board in run.leaderboards:
+        data = _report_data(run, board, profiles, failures, counts, leaky, device)
+        target = folder if board.view == "main" else folder / "views" / board.view
+        paths = write_report(target, data)
+        if board.view == "main" or not written:
+            written = paths
+    return written
+
+
+def _report_data(run: Any, board: Leaderboard, profiles: dict[str, dict[str, Any]], failures: list[dict],
+                 counts: dict[str, int], leaky: str | None, device: str) -> ReportData:
+    view = "" if board.view == "main" else f" — view {board.view}"
+    synthetic_note = ""
+    if run.dataset.synthetic:
+        synthetic_note = (f"The suite's dataset {run.suite.dataset!r} was not given; these results come from "
+                          f"fbench's synthetic KDEF-like set in {run.dataset.root}." if run.dataset.fallback
+                          else f"The dataset in {run.dataset.root} is marked synthetic.")
+    return ReportData(
+        suite=run.suite.name,
+        title=f"{run.suite.name}{view}: {run.suite.description or run.suite.name}",
+        leaderboard=board.aggregate,
+        comparisons=board.comparisons if not board.comparisons.empty else pd.DataFrame(),
+        per_pose=board.per_pose,
+        conditions=condition_frame(board),
+        efficiency=efficiency_frame(board, profiles),
+        confusions=board.confusions,
+        failures=failures,
+        provenance=_provenance(run, device),
+        synthetic=run.dataset.synthetic,
+        synthetic_note=synthetic_note,
+        budget=run.budget,
+        budget_cuts=budget_cuts(run.suite, run.budget),
+        leaky_protocol=leaky,
+        cells=counts,
+    )
