@@ -80,14 +80,14 @@ def _recipe_dict(recipe: Recipe) -> dict[str, Any]:
 
 
 def expand_cells(suite: Suite, dataset_root: str, synthetic: bool, split_counts: dict[str, int],
-                 budget_name: str | None = None) -> list[Cell]:
+                 budget_name: str | None = None, fallback: bool = False) -> list[Cell]:
     """Every cell of ``suite``, in run order: protocol, fold, architecture x variant, seed.
 
     ``split_counts`` gives the number of splits each protocol (by view name) yields on the dataset."""
     budget = suite.effective_budget(budget_name)
     seeds = budget.seed_list(suite.seeds)
     cells = []
-    for view, protocol in suite.protocols():
+    for view, protocol in suite.protocols(synthetic_fallback=fallback):
         folds = budget.folds(split_counts[view])
         for fold in range(folds):
             for entry in suite.architecture_entries():
@@ -100,7 +100,7 @@ def expand_cells(suite: Suite, dataset_root: str, synthetic: bool, split_counts:
                 for seed in seeds:
                     cells.append(Cell(
                         suite=suite.name, label=entry.label, architecture=entry.name, options=options,
-                        input_size=tuple(size), recipe=_recipe_dict(recipe), dataset=suite.dataset,
+                        input_size=tuple(size), recipe=_recipe_dict(recipe), dataset="kdef" if fallback else suite.dataset,
                         dataset_root=dataset_root, synthetic=synthetic, view=view,
                         protocol=protocol_arguments(protocol.kind, protocol.split_kwargs()),
                         fold=fold, folds=split_counts[view], seed=seed, conditions=tuple(suite.conditions),

@@ -349,9 +349,15 @@ def run_suite_command(args: argparse.Namespace) -> int:
     options = RunOptions(budget=args.budget, device=args.device, tracking=False if args.no_tracking else None,
                          tracking_uri=args.tracking_uri, executor=args.executor, retry_failed=args.retry_failed,
                          on_error=args.on_error, write_report=not args.no_report)
-    from fbench.progress import RichReporter
+    from fbench.progress import RichReporter, print_efficiency
 
     with RichReporter(_console()) as reporter:
+        if suite.efficiency_only:
+            from fbench.runner import run_efficiency
+
+            efficiency = run_efficiency(suite, options, reporter)
+            print_efficiency(_console(), efficiency)
+            return 0
         run = run_suite(suite, options, reporter)
     _print_run(run)
     return 0

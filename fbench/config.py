@@ -230,6 +230,9 @@ class Suite(_Model):
     synthetic_fallback: bool = Field(True, description="without a dataset location, run on the synthetic "
                                      "KDEF-like set (built on first use) and say so loudly")
     protocol: ProtocolConfig = Field(default_factory=ProtocolConfig, description="the main split protocol")
+    synthetic_protocol: ProtocolConfig | None = Field(None, description="the main protocol on the synthetic "
+                                                      "fallback, when the dataset's own cannot apply (e.g. "
+                                                      "official splits, which the synthetic set lacks)")
     views: list[ViewConfig] = Field(default_factory=list, description="extra protocols evaluated beside the "
                                     "main one")
     conditions: list[str] = Field(default_factory=lambda: ["clean"], description="evaluation conditions "
@@ -267,9 +270,11 @@ class Suite(_Model):
         """The MLflow experiment name."""
         return self.tracking.experiment or self.name
 
-    def protocols(self) -> list[tuple[str, ProtocolConfig]]:
-        """The main protocol (named ``main``) then each view, by name."""
-        return [(MAIN_PROTOCOL, self.protocol), *((view.name, view) for view in self.views)]
+    def protocols(self, synthetic_fallback: bool = False) -> list[tuple[str, ProtocolConfig]]:
+        """The main protocol (named ``main``) then each view, by name. On the synthetic fallback the main
+        protocol is ``synthetic_protocol`` when the suite gives one."""
+        main = self.synthetic_protocol if synthetic_fallback and self.synthetic_protocol else self.protocol
+        return [(MAIN_PROTOCOL, main), *((view.name, view) for view in self.views)]
 
     def budget_table(self) -> dict[str, Budget]:
         """Every budget known to the suite: the built-ins with the suite's overrides, then its own."""
@@ -534,6 +539,9 @@ def _semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
     protocol = raw.get("protocol")
     if isinstance(protocol, Mapping):
         problems += _protocol_problems(protocol, ("protocol",))
+    synthetic_protocol = raw.get("synthetic_protocol")
+    if isinstance(synthetic_protocol, Mapping):
+        problems += _protocol_problems(synthetic_protocol, ("synthetic_protocol",))
     problems += _view_problems(raw.get("views"))
     problems += _condition_problems(raw.get("conditions"), "conditions", allow_special=True)
     problems += _condition_problems(raw.get("train_conditions"), "train_conditions", allow_special=False)

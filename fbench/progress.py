@@ -84,3 +84,19 @@ def print_leaderboards(console: Console, run: Any) -> None:
         console.print(f"FAILED {outcome.cell.name}: {outcome.reason}", style="red", markup=False)
     if not run.leaderboards:
         console.print("no finished cells: nothing to rank yet")
+
+
+def print_efficiency(console: Console, run: Any) -> None:
+    """The profiles of an efficiency suite as a table (MACs are multiply-accumulates, not FLOPs)."""
+    from fbench.report import format_macs, format_params
+
+    table = Table(title=f"{run.suite.name}: parameters, MACs and speed on {run.device}")
+    for column in ("architecture", "input", "params", "MACs", "latency (batch 1)", "throughput"):
+        table.add_column(column)
+    for _, row in run.profiles.iterrows():
+        table.add_row(str(row["label"]), str(row["input"]), format_params(row["params"]), format_macs(row["macs"]),
+                      f"{row['latency_ms']:.2f} ms",
+                      f"{row['throughput']:,.0f} img/s (batch {row['throughput_batch_size']})")
+    console.print(table)
+    if run.report:
+        console.print(f"report: {run.report.get('html')}")

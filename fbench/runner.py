@@ -320,9 +320,9 @@ def prepare(suite: Suite, options: RunOptions, reporter: Reporter) -> Prepared:
     choice.synthetic = choice.synthetic or table.synthetic
     if table.report.total:
         reporter.note(f"left out {table.report.total} samples of {choice.name}: {table.report.summary()}")
-    splits = split_table(table, suite.protocols())
+    splits = split_table(table, suite.protocols(synthetic_fallback=choice.fallback))
     cells = expand_cells(suite, str(choice.root.resolve()), table.synthetic,
-                         {view: len(made) for view, made in splits.items()}, budget)
+                         {view: len(made) for view, made in splits.items()}, budget, fallback=choice.fallback)
     return Prepared(choice, table, splits, cells, budget)
 
 
@@ -433,3 +433,43 @@ def _suite_metrics(leaderboards: list[Any]) -> dict[str, float]:
         for _, row in board.aggregate.iterrows():
             metrics[f"{board.view}.{row['label']}.{row['condition']}.accuracy"] = float(row["accuracy_mean"])
     return metrics
+
+
+@dataclass
+class EfficiencyRun:
+    suite: Suite
+    profiles: Any  # DataFrame: label, architecture, input, params, macs, macs_torch, latency_ms, throughput
+    device: str
+    report: dict[str, Path] = field(default_factory=dict)
+
+
+def run_efficiency(suite: Suite, options: RunOptions | None = None, reporter: Reporter | None = None
+                   ) -> EfficiencyRun:
+    """Profile every architecture x variant of an ``efficiency_only`` suite; nothing is trained."""
+    import pandas as pd
+
+    from fbench.devices import resolve_device
+    from fbench.profile import profile_architecture
+
+    options = options or RunOptions()
+    reporter = reporter or Reporter()
+    device = resolve_device(options.device or suite.device)
+    entries = suite.architecture_entries()
+    reporter.start_suite(len(entries), 0)
+    rows = []
+    for entry in entries:
+        reporter.note(f"profiling {entry.label}")
+        profile = profile_architecture(entry.name, entry.options, input_size=entry.input_size, device=str(device))
+        rows.append({"label": entry.label, "architecture": entry.name,
+                     "input": "x".join(map(str, profile.input_size)), "params": profile.params,
+                     "macs": profile.macs, "macs_torch": profile.macs_torch, "latency_ms": profile.latency_ms,
+                     "throughput": profile.throughput, "throughput_batch_size": profile.throughput_batch_size})
+    run = EfficiencyRun(suite, pd.DataFrame(rows), str(device))
+    if options.write_report:
+        from fbench.report import ReportData, report_folder, write_report
+
+        data = ReportData(suite=suite.name, title=f"{suite.name}: {suite.description or 'efficiency'}",
+                          leaderboard=pd.DataFrame(), efficiency=run.profiles,
+                          provenance={"device": str(device), "suite file": suite.source or "(built in Python)"})
+        run.report = write_report(report_folder(Path(suite.reports), suite.name), data)
+    return run

@@ -66,7 +66,7 @@ def write_suite_report(run: Any, device: str) -> dict[str, Path]:
     failures = [{"cell": o.cell.name, "label": o.cell.label, "reason": o.reason} for o in run.failures]
     counts = {"total": len(run.outcomes), "run": sum(not o.reused for o in run.outcomes),
               "reused": sum(o.reused for o in run.outcomes), "failed": len(failures)}
-    leaky = next((f"{name} ({protocol.kind}, selects on the test fold)" for name, protocol in run.suite.protocols()
+    leaky = next((f"{name} ({protocol.kind}, selects on the test fold)" for name, protocol in run.suite.protocols(run.dataset.fallback)
                   if protocol.leaky), None)
     written: dict[str, Path] = {}
     for board in run.leaderboards:
