@@ -485,7 +485,7 @@ def _check_store(uri: str) -> None:
     database = _sqlite_path(uri)
     if database is not None and not database.is_file():
         raise FbenchError(f"no MLflow store at {database}: run a suite first (fbench run suites/smoke.yaml), "
-                          f"or point --uri at an existing store")
+                          f"or point --tracking-uri at an existing store")
 
 
 def _check_port(host: str, port: int) -> None:
