@@ -24,9 +24,7 @@ import html
 import io
 import json
 import math
-import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +36,8 @@ import numpy as np
 import pandas as pd
 
 from fbench.errors import FbenchError
+from fbench.perturb.apply import parse_value
+from fbench.results import write_atomic
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -222,18 +222,6 @@ def _mean_std_ci(row: Mapping[str, Any] | None, metric: str, with_ci: bool) -> s
 # --------------------------------------------------------------------------------------------------- conditions
 
 
-def _value(text: str) -> Any:
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            pass
-    return text
-
-
 def parse_condition(condition: str) -> tuple[str, dict[str, Any]]:
     """Split a condition string into a name and parameters, leniently (a report never fails on a condition name).
 
@@ -254,7 +242,7 @@ def parse_condition(condition: str) -> tuple[str, dict[str, Any]]:
         if not item:
             continue
         key, sep, value = item.partition("=")
-        params[key.strip()] = _value(value.strip()) if sep else True
+        params[key.strip()] = parse_value(value.strip()) if sep else True
     return name.strip(), params
 
 
@@ -874,21 +862,6 @@ def make_figures(data: ReportData) -> dict[str, Figure]:
 # ------------------------------------------------------------------------------------------------------ writing
 
 
-def _write_atomic(path: Path, payload: bytes) -> None:
-    """Write through a temporary file in the same folder, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=_DPI)
@@ -1099,12 +1072,12 @@ def write_report(out_dir: Path, data: ReportData) -> dict[str, Path]:
             continue
         images[name] = _png(fig)
         paths[name] = out_dir / PLOT_FILES[name]
-        _write_atomic(paths[name], images[name])
+        write_atomic(paths[name], images[name])
     blocks = _blocks(data, list(images), errors)
     paths["markdown"] = out_dir / "report.md"
     paths["html"] = out_dir / "report.html"
-    _write_atomic(paths["markdown"], _markdown(blocks).encode("utf-8"))
-    _write_atomic(paths["html"], _html(blocks, data.title, images).encode("utf-8"))
+    write_atomic(paths["markdown"], _markdown(blocks).encode("utf-8"))
+    write_atomic(paths["html"], _html(blocks, data.title, images).encode("utf-8"))
     return paths
 
 

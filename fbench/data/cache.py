@@ -199,7 +199,6 @@ def build_cache(table: SampleTable, size: tuple[int, int, int], crop: Crop | Non
                 if progress is not None:
                     progress(done, len(table))
         images.flush()
-        del images
         np.save(staging / "landmarks.npy", cropped_landmarks)
         table.frame[["sample_id", "label", "pose"]].to_csv(staging / "samples.csv", index=False)
         meta = {"key": key, "version": CACHE_VERSION, "dataset": table.dataset, "root": str(table.root),

@@ -21,7 +21,8 @@ from fbench.perturb.params import validate_params
 EXAMPLE = "mask:kind=surgical,severity=0.8"
 
 
-def _value(text: str) -> Any:
+def parse_value(text: str) -> Any:
+    """A parameter value: true/false, none/null, an int, a float, else the string."""
     lowered = text.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
@@ -56,7 +57,7 @@ def parse_condition(condition: str) -> tuple[str, dict[str, Any]]:
             raise FbenchError(f"condition {condition!r}: {item!r} is not key=value; e.g. {EXAMPLE}")
         if key in params:
             raise FbenchError(f"condition {condition!r} sets {key!r} twice")
-        params[key] = _value(value)
+        params[key] = parse_value(value)
     return name, params
 
 
