@@ -310,32 +310,27 @@ for _name, _module in (("occlusion", "occlusion"), ("mask", "mask")):
     PERTURBATIONS.register_lazy(_name, f"fbench.perturb.{_module}", source="fbench built-in")
 
 
-def register_dataset(name: str) -> Callable[[type], type]:
-    """Class decorator: register an instance of a ``DatasetAdapter`` subclass under ``name``."""
+def _instance_registrar(registry: Registry[Any], name: str, base: str) -> Callable[[type], type]:
+    """A class decorator registering an instance of a subclass of ``base`` ("module:Class") in ``registry``."""
 
     def decorate(cls: type) -> type:
-        from fbench.data.adapter import DatasetAdapter
-
-        if not (isinstance(cls, type) and issubclass(cls, DatasetAdapter)):
-            raise PluginError(f"@register_dataset({name!r}) needs a subclass of fbench.data.adapter.DatasetAdapter")
-        DATASETS.register(name, cls(), source=f"{cls.__module__}:{cls.__qualname__}")
+        expected = import_target(base, f"the {registry.kind} base class")
+        if not (isinstance(cls, type) and issubclass(cls, expected)):
+            raise PluginError(f"@register_{registry.kind}({name!r}) needs a subclass of {base.replace(':', '.')}")
+        registry.register(name, cls(), source=f"{cls.__module__}:{cls.__qualname__}")
         return cls
 
     return decorate
+
+
+def register_dataset(name: str) -> Callable[[type], type]:
+    """Class decorator: register an instance of a ``DatasetAdapter`` subclass under ``name``."""
+    return _instance_registrar(DATASETS, name, "fbench.data.adapter:DatasetAdapter")
 
 
 def register_perturbation(name: str) -> Callable[[type], type]:
     """Class decorator: register an instance of a ``Perturbation`` subclass under ``name``."""
-
-    def decorate(cls: type) -> type:
-        from fbench.perturb.base import Perturbation
-
-        if not (isinstance(cls, type) and issubclass(cls, Perturbation)):
-            raise PluginError(f"@register_perturbation({name!r}) needs a subclass of fbench.perturb.base.Perturbation")
-        PERTURBATIONS.register(name, cls(), source=f"{cls.__module__}:{cls.__qualname__}")
-        return cls
-
-    return decorate
+    return _instance_registrar(PERTURBATIONS, name, "fbench.perturb.base:Perturbation")
 
 
 def get_dataset(name: str) -> Any:
