@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from fbench.data.cache import decode_rows
-from fbench.data.table import SampleTable
+from fbench.data.table import KDEF_POSES, SampleTable
 
 TILE_CAPTION = 16
 
@@ -16,8 +16,10 @@ TILE_CAPTION = 16
 def pick_rows(table: SampleTable, count: int, seed: int = 0) -> list[int]:
     """Up to ``count`` rows, one per (label, pose) group in turn, each group shuffled by ``seed``."""
     rng = np.random.default_rng(seed)
-    groups = [rng.permutation(rows.to_numpy()).tolist()
-              for _, rows in table.frame.groupby(["label", "pose"], sort=True).groups.items()]
+    order = {pose: i for i, pose in enumerate(KDEF_POSES)}  # left profile to right profile
+    grouped = sorted(table.frame.groupby(["label", "pose"]).groups.items(),
+                     key=lambda item: (item[0][0], order.get(item[0][1], len(order)), str(item[0][1])))
+    groups = [rng.permutation(rows.to_numpy()).tolist() for _, rows in grouped]
     picked: list[int] = []
     while len(picked) < min(count, len(table)):
         for group in groups:
