@@ -545,6 +545,10 @@ def _semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
     problems += _view_problems(raw.get("views"))
     problems += _condition_problems(raw.get("conditions"), "conditions", allow_special=True)
     problems += _condition_problems(raw.get("train_conditions"), "train_conditions", allow_special=False)
+    if raw.get("train_conditions"):
+        # Accepted by the schema so that suites can name it, refused until the engine perturbs training batches.
+        problems.append((("train_conditions",), "training under perturbations is not supported by the engine "
+                                                "yet; remove train_conditions (evaluation conditions work)"))
     problems += _architecture_problems(raw.get("architectures"))
     problems += _seed_problems(raw.get("seeds"))
     problems += _budget_problems(raw)

@@ -368,3 +368,8 @@ def test_budget_arithmetic():
     assert budget.seed_list([4, 5, 6]) == [4, 5] and budget.train_images(1000) == 100
     assert budget.train_images(50) == 25
     assert Budget().epochs(37) == 37 and Budget().seed_list([1, 2, 3]) == [1, 2, 3]
+
+
+def test_training_under_perturbations_is_refused_until_supported(tmp_path):
+    problems = problems_of(tmp_path, MINIMAL + "train_conditions: ['mask:kind=surgical']\n")
+    assert any("train_conditions:" in p and "not supported by the engine yet" in p for p in problems)
