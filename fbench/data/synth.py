@@ -441,8 +441,12 @@ def _run(tasks: list[tuple], workers: int) -> Iterable[tuple[list[dict[str, Any]
     # One thread per worker process for every native library: the workers are the parallelism.
     saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
     os.environ.update({name: "1" for name in _THREAD_VARIABLES})
+    # concurrent.futures, not multiprocessing.Pool: a worker that cannot start (a missing library) raises
+    # BrokenProcessPool here instead of being respawned forever.
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
     try:
-        pool = context.Pool(min(workers, len(tasks)), initializer=_init_worker)
+        pool = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context, initializer=_init_worker)
     finally:
         for name, value in saved.items():
             if value is None:
@@ -450,7 +454,9 @@ def _run(tasks: list[tuple], workers: int) -> Iterable[tuple[list[dict[str, Any]
             else:
                 os.environ[name] = value
     with pool:
-        yield from pool.imap_unordered(_task_star, tasks)
+        futures = [pool.submit(_task_star, task) for task in tasks]
+        for future in as_completed(futures):
+            yield future.result()
 
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
