@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 import torch
 
 from fbench import results
 from fbench.cells import Cell, expand_cells
-from fbench.config import Suite
+from fbench.config import Budget, Suite
 from fbench.data.cache import CachedImages, build_cache
 from fbench.data.locate import dataset_root
 from fbench.data.splits import Split, all_folds
@@ -177,8 +178,6 @@ def run_cell(cell: Cell, context: RunContext) -> CellOutcome:
 def _train_ids(cell: Cell, split: Split, table: SampleTable) -> list[str]:
     """The split's training ids, cut to the budget by a stratified draw that depends only on the split."""
     ids = list(split.train)
-    from fbench.config import Budget
-
     budget = Budget(data_fraction=cell.data_fraction, max_train_images=cell.max_train_images)
     keep = budget.train_images(len(ids))
     if keep >= len(ids):
@@ -236,8 +235,6 @@ def _train_and_predict(cell: Cell, context: RunContext, split: Split, folder: Pa
                                 landmarks=cached.landmarks[test_positions], sample_ids=test_ids, poses=poses,
                                 seed=cell.seed)
         parts.append(predictions_frame(logits, labels, test_ids, condition, poses=poses, subjects=subjects))
-    import pandas as pd
-
     return pd.concat(parts, ignore_index=True), result.history
 
 
@@ -446,8 +443,6 @@ class EfficiencyRun:
 def run_efficiency(suite: Suite, options: RunOptions | None = None, reporter: Reporter | None = None
                    ) -> EfficiencyRun:
     """Profile every architecture x variant of an ``efficiency_only`` suite; nothing is trained."""
-    import pandas as pd
-
     from fbench.devices import resolve_device
     from fbench.profile import profile_architecture
 
