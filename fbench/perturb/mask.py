@@ -18,12 +18,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from fbench.perturb.base import Perturbation
 from fbench.perturb.face import FaceFrame
 from fbench.perturb.keys import uniform
 from fbench.perturb.landmarks import EYE_Z, MODEL
-from fbench.perturb.occlusion import prepare, render_layers
-from fbench.perturb.params import parse_colour, validate_params
+from fbench.perturb.occlusion import Layer, LayeredPerturbation
+from fbench.perturb.params import parse_colour
 from fbench.perturb.raster import (bump, col, coverage, sdf_capsule, sdf_ellipse, sdf_polygon, smoothstep,
                                    value_noise, wave)
 from fbench.registry import register_perturbation
@@ -297,7 +296,7 @@ def _render(frame: FaceFrame, keys: torch.Tensor, kind: str, severity: float, co
 
 
 @register_perturbation("mask")
-class FaceMask(Perturbation):
+class FaceMask(LayeredPerturbation):
     name: ClassVar[str] = "mask"
     description: ClassVar[str] = ("a face mask fitted to the landmarks (MaskTheFace-like): surgical, cloth, n95 "
                                   "or kn95; severity 1 covers nose bridge to chin, lower slides it down")
@@ -307,11 +306,5 @@ class FaceMask(Perturbation):
         "color": (str, None, None),
     }
 
-    def apply(self, images: torch.Tensor, landmarks: torch.Tensor, keys: torch.Tensor, **params: Any
-              ) -> torch.Tensor:
-        p = validate_params(self, params)
-        if p["severity"] == 0.0 or images.shape[0] == 0:
-            return images.clone()
-        x, frame, keys = prepare(images, landmarks, keys)
-        layers = _render(frame, keys, p["kind"], float(p["severity"]), p["color"])
-        return render_layers(x, layers).to(images.dtype)
+    def layers(self, frame: FaceFrame, keys: torch.Tensor, params: dict[str, Any]) -> list[Layer]:
+        return _render(frame, keys, params["kind"], float(params["severity"]), params["color"])

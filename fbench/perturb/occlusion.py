@@ -9,6 +9,7 @@ choice (position, colour, texture, hand pose) comes from the sample's key.
 from __future__ import annotations
 
 import functools
+from abc import abstractmethod
 import math
 from typing import Any, ClassVar
 
@@ -297,8 +298,25 @@ def prepare(images: torch.Tensor, landmarks: torch.Tensor, keys: torch.Tensor
     return x, FaceFrame.from_landmarks(lm, h, w), keys
 
 
+class LayeredPerturbation(Perturbation):
+    """A perturbation drawn as alpha-composited layers over the face: parameters are checked, severity 0
+    leaves the images as they are, and subclasses only say which layers to draw."""
+
+    @abstractmethod
+    def layers(self, frame: FaceFrame, keys: torch.Tensor, params: dict[str, Any]) -> list[Layer]:
+        """The layers to composite, for checked parameters with severity above 0."""
+
+    def apply(self, images: torch.Tensor, landmarks: torch.Tensor, keys: torch.Tensor, **params: Any
+              ) -> torch.Tensor:
+        p = validate_params(self, params)
+        if p["severity"] == 0.0 or images.shape[0] == 0:
+            return images.clone()
+        x, frame, keys = prepare(images, landmarks, keys)
+        return render_layers(x, self.layers(frame, keys, p)).to(images.dtype)
+
+
 @register_perturbation("occlusion")
-class Occlusion(Perturbation):
+class Occlusion(LayeredPerturbation):
     name: ClassVar[str] = "occlusion"
     description: ClassVar[str] = ("occluders over the face: rectangles, eye or mouth bands, textured natural "
                                   "patches (leaf, bark, fabric, stone), or a hand")
@@ -307,11 +325,5 @@ class Occlusion(Perturbation):
         "severity": (float, 0.25, None),
     }
 
-    def apply(self, images: torch.Tensor, landmarks: torch.Tensor, keys: torch.Tensor, **params: Any
-              ) -> torch.Tensor:
-        p = validate_params(self, params)
-        if p["severity"] == 0.0 or images.shape[0] == 0:
-            return images.clone()
-        x, frame, keys = prepare(images, landmarks, keys)
-        layers = DRAW[p["kind"]](frame, keys, float(p["severity"]))
-        return render_layers(x, layers).to(images.dtype)
+    def layers(self, frame: FaceFrame, keys: torch.Tensor, params: dict[str, Any]) -> list[Layer]:
+        return DRAW[params["kind"]](frame, keys, float(params["severity"]))
