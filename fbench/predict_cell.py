@@ -1,0 +1,101 @@
+"""A finished cell's per-sample predictions, computed again from its checkpoint (nothing is trained).
+
+Useful after a perturbation or the prediction code changed, and the check that sharded evaluation is exact:
+under ``torchrun`` every rank computes its share of the batches and rank 0 writes predictions that equal one
+process's, sample for sample and in order::
+
+    python -m torch.distributed.run --standalone --nproc-per-node 2 -m fbench.predict_cell CELL_FOLDER --out p.csv.gz
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from fbench import results
+from fbench.errors import FbenchError
+
+
+def cell_from_folder(folder: Path):
+    """The cell whose configuration ``folder/config.json`` holds."""
+    from fbench.cells import Cell
+
+    path = Path(folder) / results.CONFIG
+    if not path.is_file():
+        raise FbenchError(f"{folder} is not a cell folder (no {results.CONFIG}); give <output>/<suite>/<cell key>")
+    data = results.read_json(path)
+    data.pop("format", None)
+    for name in ("input_size", "conditions", "train_conditions"):
+        data[name] = tuple(data[name])
+    return Cell(**data)
+
+
+def predict_cell(folder: Path, conditions: Sequence[str] | None = None, batch_size: int = 512,
+                 device: str = "cpu", cache_dir: Path | None = None) -> pd.DataFrame:
+    """Predictions of the cell in ``folder`` on its test split for ``conditions`` (default: the cell's)."""
+    import torch
+
+    from fbench.data.cache import build_cache
+    from fbench.data.splits import Split
+    from fbench.engine import load_state, predict_logits, predictions_frame
+    from fbench.registry import get_architecture, get_dataset
+
+    folder = Path(folder)
+    cell = cell_from_folder(folder)
+    if not (folder / results.CHECKPOINT).is_file():
+        raise FbenchError(f"{folder} has no {results.CHECKPOINT}: run the cell first")
+    table = get_dataset(cell.dataset).load(Path(cell.dataset_root))
+    split = Split.load(folder / results.SPLIT)
+    cached = build_cache(table, cell.input_size, cache_dir=cache_dir)
+    positions = cached.positions(list(split.test))
+    architecture = get_architecture(cell.architecture)
+    spec = architecture.resolve_spec(cell.options).with_input(image_size=cell.input_size[1:])
+    model = load_state(architecture.build(table.num_classes, **cell.options), folder / results.CHECKPOINT)
+    model.to(torch.device(device))
+    ids = [cached.sample_ids[i] for i in positions.tolist()]
+    frame = table.frame.set_index("sample_id")
+    poses = frame.loc[ids, "pose"].astype(str).tolist()
+    subjects = frame.loc[ids, "subject"].astype(str).tolist()
+    parts = []
+    for condition in conditions or ("clean", *cell.perturbations):
+        logits = predict_logits(model, cached.images[positions], spec, device=device, batch_size=batch_size,
+                                condition=None if condition == "clean" else condition,
+                                landmarks=cached.landmarks[positions], sample_ids=ids, poses=poses, seed=cell.seed)
+        parts.append(predictions_frame(logits, cached.labels[positions], ids, condition, poses=poses,
+                                       subjects=subjects))
+    return pd.concat(parts, ignore_index=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fbench.predict_cell", description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="a cell folder: <output>/<suite>/<cell key>")
+    parser.add_argument("--out", type=Path, required=True, help="predictions file to write (.csv.gz)")
+    parser.add_argument("--condition", action="append", default=None, help="a condition (repeatable; default: "
+                                                                             "the cell's)")
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cache-dir", type=Path)
+    args = parser.parse_args(argv)
+    from fbench.engine import distributed
+
+    plan = distributed.init_from_env(args.device) if distributed.torchrun_environment() else None
+    device = str(plan.device) if plan is not None else args.device
+    try:
+        predictions = predict_cell(args.folder, args.condition, args.batch_size, device, args.cache_dir)
+        if plan is None or plan.is_main:
+            results.write_predictions(args.out, predictions)
+    except FbenchError as error:
+        print(f"fbench: error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        if plan is not None:
+            distributed.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
