@@ -13,12 +13,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from fbench.config import Suite, recipe_with_overrides
+from fbench.conditions import SUBSET_PREFIX
+from fbench.config import MAIN_PROTOCOL, Suite, recipe_with_overrides
 from fbench.contract import Recipe
 from fbench.registry import get_architecture
 
 CELL_FORMAT = 1
 SPECIAL_CONDITIONS = ("clean", "pose")
+_OPTIONAL_FIELDS = ("max_train_tmacs", "max_eval_images", "max_val_images", "engine")
 
 
 @dataclass(frozen=True)
@@ -41,11 +43,19 @@ class Cell:
     train_conditions: tuple[str, ...]
     max_train_images: int | None
     data_fraction: float
+    max_train_tmacs: float | None = None
+    max_eval_images: int | None = None
+    max_val_images: int | None = None
+    engine: dict[str, Any] = field(default_factory=dict)  # engine settings that differ from the defaults
     leaky: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
+        # Fields added after format 1 are left out when unset, so existing cells keep their keys.
+        for name in _OPTIONAL_FIELDS:
+            if data[name] in (None, {}):
+                del data[name]
         data["format"] = CELL_FORMAT
         return data
 
@@ -66,7 +76,12 @@ class Cell:
     @property
     def perturbations(self) -> tuple[str, ...]:
         """The conditions that perturb images (every condition but clean and the pose breakdown)."""
-        return tuple(c for c in self.conditions if c not in SPECIAL_CONDITIONS)
+        return tuple(c for c in self.conditions if c not in SPECIAL_CONDITIONS and not c.startswith(SUBSET_PREFIX))
+
+    @property
+    def subsets(self) -> tuple[str, ...]:
+        """The ``subset:NAME`` conditions: breakdowns of clean predictions by the dataset's ``cond_NAME`` tags."""
+        return tuple(c for c in self.conditions if c.startswith(SUBSET_PREFIX))
 
 
 def protocol_arguments(kind: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -88,7 +103,7 @@ def expand_cells(suite: Suite, dataset_root: str, synthetic: bool, split_counts:
     seeds = budget.seed_list(suite.seeds)
     cells = []
     for view, protocol in suite.protocols(synthetic_fallback=fallback):
-        folds = budget.folds(split_counts[view])
+        folds = budget.folds(split_counts[view], view=view != MAIN_PROTOCOL)
         for fold in range(folds):
             for entry in suite.architecture_entries():
                 architecture = get_architecture(entry.name)
@@ -104,8 +119,12 @@ def expand_cells(suite: Suite, dataset_root: str, synthetic: bool, split_counts:
                         dataset_root=dataset_root, synthetic=synthetic, view=view,
                         protocol=protocol_arguments(protocol.kind, protocol.split_kwargs()),
                         fold=fold, folds=split_counts[view], seed=seed, conditions=tuple(suite.conditions),
-                        train_conditions=tuple(suite.train_conditions),
+                        train_conditions=tuple(c.strip() for c in entry.train_conditions),
                         max_train_images=budget.max_train_images, data_fraction=budget.data_fraction,
+                        max_train_tmacs=budget.max_train_tmacs, max_eval_images=budget.max_eval_images,
+                        max_val_images=budget.max_val_images,
+                        engine=suite.engine.non_default(),
                         leaky=protocol.leaky,
+                        extra={"tuned_from": entry.tuned} if entry.tuned else {},
                     ))
     return cells

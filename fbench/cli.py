@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--json", action="store_true", help="print one JSON object")
     _data_parser(commands)
     _suite_parsers(commands)
+    _tune_parser(commands)
     return parser
 
 
@@ -73,6 +74,58 @@ def _suite_options(parser: argparse.ArgumentParser) -> None:
                         help="run only this architecture (name or label; repeatable)")
     parser.add_argument("--data", action="append", default=[], metavar="NAME=PATH",
                         help="where a dataset lives (else the suite's data: block or $FBENCH_DATA_<NAME>)")
+    parser.add_argument("--params", action="append", default=[], type=Path, metavar="BEST_YAML",
+                        help="apply tuned parameters written by `fbench tune` (its best.yaml) to their "
+                             "architecture (repeatable)")
+
+
+def _tune_parser(commands: argparse._SubParsersAction) -> None:
+    tune = commands.add_parser("tune", help="Optuna search over an architecture's recipe and variants, scored on "
+                                            "validation data only; writes best.yaml for `fbench run --params`")
+    _common_options(tune, suppress=True)
+    tune.add_argument("suite", type=Path, help="a suite file, e.g. suites/multiview.yaml")
+    tune.add_argument("--arch", required=True, metavar="NAME",
+                      help="the architecture to tune: a name or label of the suite, e.g. lanmsff")
+    tune.add_argument("--trials", type=int, default=20, metavar="N",
+                      help="trials this invocation adds to the study (default 20); with --workers W, the total "
+                           "split between the workers (N // W each, one more for the first N %% W)")
+    tune.add_argument("--timeout", type=float, metavar="S",
+                      help="stop adding trials after S seconds (each worker's own clock with --workers)")
+    tune.add_argument("--storage", default="sqlite:///optuna.db",
+                      help="Optuna storage: sqlite:///optuna.db (default), postgresql://..., mysql://..., or a "
+                           "journal file (journal:PATH, or PATH ending in .log/.journal) for processes on one "
+                           "machine or, on a shared filesystem, for SLURM workers; the same storage and study name "
+                           "resume and share the study")
+    tune.add_argument("--study-name", help="default: <suite>-<arch>-<objectives>")
+    tune.add_argument("--sampler", choices=["tpe", "random", "cmaes", "nsga2"],
+                      help="default: tpe (nsga2 for several objectives)")
+    tune.add_argument("--pruner", choices=["median", "hyperband", "none"], default="median",
+                      help="stop weak trials early from their per-epoch validation score (default: median)")
+    tune.add_argument("--objective", default="val_accuracy",
+                      help="val_accuracy (default), val_loss, or several for a Pareto front, e.g. "
+                           "val_accuracy,macs (also params, latency)")
+    tune.add_argument("--fold", type=int, default=0, help="the main protocol's fold to tune on (default 0)")
+    tune.add_argument("--budget", help="budget of each trial (default: tune, which the suite may redefine under "
+                                       "budgets:)")
+    tune.add_argument("--seed", type=int, help="sampler seed (default: random, so parallel processes differ)")
+    tune.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a suite key, e.g. --set protocol.val_fraction=0.2")
+    tune.add_argument("--data", action="append", default=[], metavar="NAME=PATH",
+                      help="where a dataset lives (else the suite's data: block or $FBENCH_DATA_<NAME>)")
+    tune.add_argument("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    tune.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    tune.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///mlflow.db here)")
+    tune.add_argument("--out", type=Path, metavar="DIR",
+                      help="folder for best.yaml, plots and report (default tune/<study name>/)")
+    tune.add_argument("--no-report", action="store_true", help="write best.yaml only: no plots or report")
+    tune.add_argument("--executor", default="local", choices=["local", "slurm", "local-jobs", "debug"],
+                      help="where trials run: local (default, in this process), slurm (--workers jobs of a SLURM "
+                           "array), local-jobs (--workers local processes, a GPU each when there are GPUs), debug "
+                           "(the workers one after another in this process)")
+    tune.add_argument("--workers", type=int, default=1, metavar="W",
+                      help="workers filling the study at once with --executor slurm/local-jobs/debug (default 1); "
+                           "they share --storage, which must be one every job can reach (not SQLite on SLURM)")
+    _cluster_options(tune, unit="worker")
 
 
 def _suite_parsers(commands: argparse._SubParsersAction) -> None:
@@ -82,7 +135,10 @@ def _suite_parsers(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///mlflow.db here)")
-    run.add_argument("--executor", default="local", help="how cells run (default: local, one after another)")
+    run.add_argument("--executor", default="local",
+                     help="how cells run: local (default, one after another in this process), slurm (a SLURM job "
+                          "array), local-jobs (jobs as local processes), debug (jobs in this process)")
+    _cluster_options(run)
     run.add_argument("--retry-failed", action="store_true", help="run again the cells that failed before")
     run.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                      help="bad dataset files: stop (default) or skip them with a report")
@@ -100,10 +156,67 @@ def _suite_parsers(commands: argparse._SubParsersAction) -> None:
         if name == "rescore":
             action.add_argument("--no-report", action="store_true", help="skip the report")
 
+    status = commands.add_parser("status", help="where each cell of a suite stands: pending, running, finished, "
+                                                "failed; job ids, logs, and the log tail of failed jobs")
+    _common_options(status, suppress=True)
+    _suite_options(status)
+    status.add_argument("--json", action="store_true", help="print JSON")
+
     ui = commands.add_parser("ui", help="the MLflow UI on 127.0.0.1")
     _common_options(ui, suppress=True)
     ui.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///mlflow.db here)")
     ui.add_argument("--port", type=int, default=5000)
+
+
+def _cluster_options(run: argparse.ArgumentParser, unit: str = "cell") -> None:
+    """Resources of each job (one per cell, or per tuning worker); each overrides the same key of the suite's
+    resources: block."""
+    group = run.add_argument_group("cluster jobs (--executor slurm, local-jobs, debug)")
+    group.add_argument("--partition", help="SLURM partition")
+    if unit == "cell":
+        group.add_argument("--gpus-per-cell", type=int, metavar="N",
+                           help="GPUs per cell (default 1 on SLURM; with local-jobs, one of this machine's GPUs per "
+                                "job); above 1 the cell runs under torchrun")
+        group.add_argument("--processes-per-cell", type=int, metavar="N",
+                           help="torchrun processes per cell (default: --gpus-per-cell when above 1; gloo on CPUs)")
+    else:
+        group.add_argument("--gpus-per-cell", type=int, metavar="N",
+                           help="GPUs per worker job (default 1 on SLURM; with local-jobs, one of this machine's "
+                                "GPUs per worker); a worker trains one trial at a time on its first GPU")
+    group.add_argument("--cpus-per-cell", type=int, metavar="N", help=f"CPU cores per {unit} (default 8 on SLURM)")
+    group.add_argument("--mem-gb", type=float, metavar="GB", help=f"memory per {unit}")
+    group.add_argument("--time-min", type=int, metavar="MIN",
+                       help=f"time limit per {unit} job (default 240 on SLURM); a job stopped at its limit is "
+                            f"requeued" + (" and resumes its share of the trials" if unit == "worker" else ""))
+    group.add_argument("--max-parallel", type=int, metavar="N",
+                       help="cells running at once (SLURM array parallelism; default 32 on SLURM, 1 for local-jobs)"
+                       if unit == "cell" else "workers running at once (default: all of --workers)")
+    group.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
+                       help="a shell line run before each job, e.g. 'module load cuda/12.4' (repeatable)")
+    group.add_argument("--slurm-param", action="append", default=[], metavar="KEY=VALUE",
+                       help="another sbatch option, e.g. account=proj1, qos=high (repeatable)")
+    group.add_argument("--no-wait", action="store_true",
+                       help="submit and return (SLURM); `fbench status` follows, `fbench leaderboard` ranks"
+                       if unit == "cell" else "submit and return (SLURM); the last worker to finish writes "
+                                              "best.yaml")
+
+
+def _cluster_resources(args: argparse.Namespace) -> dict[str, Any]:
+    resources: dict[str, Any] = {key: getattr(args, key, None) for key in (
+        "partition", "gpus_per_cell", "processes_per_cell", "cpus_per_cell", "mem_gb", "time_min", "max_parallel")}
+    for key in ("gpus_per_cell", "processes_per_cell", "cpus_per_cell", "time_min", "max_parallel"):
+        if resources[key] is not None and resources[key] < (0 if key == "gpus_per_cell" else 1):
+            raise FbenchError(f"--{key.replace('_', '-')} must be at least {0 if key == 'gpus_per_cell' else 1}")
+    if args.slurm_setup:
+        resources["setup"] = list(args.slurm_setup)
+    if args.slurm_param:
+        from fbench.config import parse_override
+
+        params = {}
+        for key, value in parse_key_values(args.slurm_param, "--slurm-param").items():
+            params[key] = parse_override(f"x={value}")[1]  # YAML scalars: numbers, true/false
+        resources["slurm_params"] = params
+    return {key: value for key, value in resources.items() if value is not None}
 
 
 def _data_parser(commands: argparse._SubParsersAction) -> None:
@@ -339,7 +452,7 @@ def _load_suite(args: argparse.Namespace):
     from fbench.data.locate import parse_data_flags
 
     return load_suite(args.suite, args.overrides, budget=args.budget, only=args.only or None,
-                      data=parse_data_flags(args.data))
+                      data=parse_data_flags(args.data), params=getattr(args, "params", []))
 
 
 def run_suite_command(args: argparse.Namespace) -> int:
@@ -348,7 +461,8 @@ def run_suite_command(args: argparse.Namespace) -> int:
     suite = _load_suite(args)
     options = RunOptions(budget=args.budget, device=args.device, tracking=False if args.no_tracking else None,
                          tracking_uri=args.tracking_uri, executor=args.executor, retry_failed=args.retry_failed,
-                         on_error=args.on_error, write_report=not args.no_report)
+                         on_error=args.on_error, write_report=not args.no_report,
+                         resources=_cluster_resources(args), wait=not args.no_wait, plugins=list(args.plugin or []))
     from fbench.progress import RichReporter, print_efficiency
 
     with RichReporter(_console()) as reporter:
@@ -398,6 +512,88 @@ def run_stored(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_status(args: argparse.Namespace) -> int:
+    from fbench.cluster import suite_status
+    from fbench.runner import Reporter, RunOptions, prepare
+
+    suite = _load_suite(args)
+    notes: list[str] = []
+    prepared = prepare(suite, RunOptions(budget=args.budget, tracking=False), Reporter(note=notes.append))
+    rows = suite_status(Path(suite.output), prepared.cells)
+    if args.json:
+        print(json.dumps([{**row.__dict__, "folder": str(row.folder)} for row in rows], indent=2))
+        return 0
+    from rich.table import Table
+
+    counts = {state: sum(row.state == state for row in rows) for state in ("pending", "running", "finished", "failed")}
+    table = Table(title=f"{suite.name}: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    for column in ("cell", "state", "job", "log / reason"):
+        table.add_column(column, overflow="fold")
+    colours = {"finished": "green", "failed": "bold red", "running": "cyan", "pending": "yellow"}
+    for row in rows:
+        detail = row.reason if row.state == "failed" else row.log
+        table.add_row(row.name, f"[{colours[row.state]}]{row.state}[/]", row.job_id or "-", detail or str(row.folder))
+    console = _console()
+    console.print(table)
+    for row in rows:
+        if row.state == "failed" and row.log_tail:
+            console.print(f"[bold red]{row.name}[/]: last lines of {row.log}", markup=True)
+            console.print(row.log_tail, markup=False, highlight=False)
+    return 0
+
+
+def run_tune_command(args: argparse.Namespace) -> int:
+    from fbench.config import load_suite
+    from fbench.data.locate import parse_data_flags
+    from fbench.tune import TuneOptions, run_tune
+
+    suite = load_suite(args.suite, args.overrides, data=parse_data_flags(args.data))
+    options = TuneOptions(architecture=args.arch, trials=args.trials, timeout=args.timeout, storage=args.storage,
+                          study_name=args.study_name, sampler=args.sampler, pruner=args.pruner,
+                          objective=args.objective, fold=args.fold, budget=args.budget, seed=args.seed,
+                          device=args.device, data=parse_data_flags(args.data),
+                          tracking=False if args.no_tracking else None, tracking_uri=args.tracking_uri,
+                          out=args.out, report=not args.no_report)
+    console = _console()
+
+    def trial_line(outcome: Any) -> None:
+        values = ", ".join(f"{name} {value:.4g}" for name, value in outcome.values.items()
+                           if name in ("val_accuracy", "val_loss", "macs", "params", "latency"))
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in outcome.params.items())
+        detail = {"complete": values, "pruned": outcome.reason, "failed": outcome.reason[:300]}[outcome.state]
+        colour = {"complete": "green", "pruned": "yellow", "failed": "red"}[outcome.state]
+        console.print(f"trial {outcome.number} [{colour}]{outcome.state}[/] in {outcome.seconds:.0f} s: {detail}  "
+                      f"[dim]({params})[/]", highlight=False)
+
+    def note(text: str) -> None:
+        console.print(f"fbench: {text}", highlight=False)
+
+    if args.executor == "local":
+        if args.workers != 1:
+            raise FbenchError(f"--workers {args.workers} needs --executor local-jobs, slurm or debug (the local "
+                              f"executor runs trials in this one process)")
+        result = run_tune(suite, options, note=note, on_trial=trial_line)
+    else:
+        from fbench.tune.cluster import TuneCluster, submit_tune
+
+        cluster = TuneCluster(args.executor, args.workers, _cluster_resources(args), wait=not args.no_wait,
+                              plugins=list(args.plugin or []))
+        result = submit_tune(suite, options, cluster, note=note)
+        if result.best_path is None:  # --no-wait
+            return 0
+    counts = result.counts
+    mine = {state: sum(1 for o in result.outcomes if o.state == state) for state in ("complete", "pruned", "failed")}
+    console.print(f"study {result.study_name}: this run added {len(result.outcomes)} trials ({mine['complete']} "
+                  f"complete, {mine['pruned']} pruned, {mine['failed']} failed) in {result.seconds:.0f} s; the study "
+                  f"holds {counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed",
+                  highlight=False)
+    report = f"  (report: {result.report['html']})" if result.report.get("html") else ""
+    console.print(f"best: {result.best_path}{report}", highlight=False)
+    console.print(f"evaluate it on the test split: fbench run {args.suite} --only {args.arch} --params "
+                  f"{result.best_path}", highlight=False)
+    return 0
+
+
 def run_ui(args: argparse.Namespace) -> int:
     from fbench.tracking import run_ui as serve
 
@@ -405,7 +601,8 @@ def run_ui(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"list": run_list, "profile": run_profile, "data": run_data, "run": run_suite_command,
-            "validate": run_validate, "leaderboard": run_stored, "rescore": run_stored, "ui": run_ui}
+            "validate": run_validate, "leaderboard": run_stored, "rescore": run_stored, "status": run_status,
+            "ui": run_ui, "tune": run_tune_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

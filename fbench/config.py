@@ -27,11 +27,12 @@ import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from fbench.conditions import SUBSET_NAME, SUBSET_PREFIX
 from fbench.errors import FbenchError
 
 NAME_PATTERN = r"^[a-z0-9_-]+$"
@@ -45,13 +46,23 @@ SPECIAL_CONDITIONS: dict[str, str] = {
     "pose": "per-pose breakdown of clean accuracy (uses the dataset's pose column)",
 }
 
+
 # Built-in budgets, as plain data (validated into Budget models on use).
 BUILTIN_BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": {"max_folds": 1, "epoch_scale": 1.0, "max_epochs": 2, "min_epochs": 1, "data_fraction": 0.1,
               "seeds": 1, "max_train_images": 512},
-    "quick": {"max_folds": 3, "epoch_scale": 0.2, "max_epochs": 15, "min_epochs": 2, "data_fraction": 1.0,
-              "seeds": 1},
+    # Sized so that a suite fits about 15 minutes on a 2-core CPU: two folds of the main protocol (an interval),
+    # one split per extra view, and a per-cell compute cap under which SCAN-CCI at 224 still trains.
+    "quick": {"max_folds": 2, "max_view_folds": 1, "epoch_scale": 0.1, "max_epochs": 2, "min_epochs": 2,
+              "data_fraction": 1.0, "seeds": 1, "max_train_images": 400, "max_train_tmacs": 0.4,
+              "max_eval_images": 70, "max_val_images": 35},
     "paper": {},
+    # `fbench tune`'s default: one fold, one seed, three epochs on 48 training images (before offline
+    # augmentation), scored on 140 validation images, so that a short study fits in minutes on an idle
+    # 2-core CPU; a demonstration-sized search. Suites
+    # redefine it under budgets: {tune: {...}} for a real one (or `fbench tune --budget quick` on a GPU).
+    "tune": {"max_folds": 1, "seeds": 1, "max_epochs": 3, "min_epochs": 1, "max_train_images": 48,
+             "max_eval_images": 140},
 }
 
 # Protocol arguments that come from elsewhere in the suite, not from ``protocol.params``.
@@ -103,6 +114,16 @@ class Budget(_Model):
     data_fraction: float = Field(1.0, gt=0, le=1, description="fraction of the training images used, in (0, 1]")
     seeds: int | None = Field(None, ge=1, description="at most this many of the suite's seeds; null: all")
     max_train_images: int | None = Field(None, ge=1, description="cap on training images; null: no cap")
+    max_view_folds: int | None = Field(None, ge=1, description="at most this many splits per extra view "
+                                       "(subject-disjoint, cross-pose...); null: as max_folds")
+    max_train_tmacs: float | None = Field(None, gt=0, description="cap on one cell's training compute in tera-"
+                                          "MACs (forward MACs x 3 x images x augmentation copies x epochs); "
+                                          "costlier architectures then train on fewer images; null: no cap")
+    max_eval_images: int | None = Field(None, ge=1, description="cap on test images (and validation images, "
+                                        "unless max_val_images is set) per split: a stratified draw fixed by the "
+                                        "split, the same for every architecture; null: no cap")
+    max_val_images: int | None = Field(None, ge=1, description="cap on validation images per split (model "
+                                       "selection, early stopping); null: as max_eval_images")
 
     @model_validator(mode="after")
     def _epochs_consistent(self) -> Budget:
@@ -110,9 +131,10 @@ class Budget(_Model):
             raise ValueError(f"min_epochs ({self.min_epochs}) is above max_epochs ({self.max_epochs})")
         return self
 
-    def folds(self, folds: int) -> int:
-        """How many of ``folds`` folds to run."""
-        return folds if self.max_folds is None else min(folds, self.max_folds)
+    def folds(self, folds: int, view: bool = False) -> int:
+        """How many of ``folds`` folds to run (``view``: of an extra view's splits)."""
+        cap = self.max_view_folds if view and self.max_view_folds is not None else self.max_folds
+        return folds if cap is None else min(folds, cap)
 
     def epochs(self, recipe_epochs: int) -> int:
         """The epochs to train for a recipe that asks for ``recipe_epochs``."""
@@ -179,6 +201,12 @@ class ArchitectureConfig(_Model):
         None, description="override of the spec's (height, width); one number means a square")
     recipe: dict[str, Any] = Field(default_factory=dict, description="overrides of Recipe fields (epochs, lr, "
                                    "batch_size, optimizer, ...); schedule and early_stopping replace as a whole")
+    train_conditions: list[str] | None = Field(None, description="perturbations mixed into training for this "
+                                               "entry (e.g. [mask:kind=surgical]); null: the suite's "
+                                               "train_conditions")
+
+    # Where tuned parameters applied to this entry came from (fbench.tune.params.apply_tuned); None: untuned.
+    _tuned: dict[str, Any] | None = PrivateAttr(default=None)
 
     @field_validator("input_size", mode="before")
     @classmethod
@@ -191,6 +219,22 @@ class ArchitectureConfig(_Model):
 
     def variant_label(self, variant: Mapping[str, Any]) -> str:
         return variant_label(self.base_label, variant)
+
+
+class EngineConfig(_Model):
+    """How the engine runs a cell (speed settings; the recipe says what is trained)."""
+
+    amp: bool | Literal["auto"] = Field("auto", description="bf16 autocast: auto (on CUDA only), true or false")
+    channels_last: bool = Field(True, description="channels_last memory format on CUDA")
+    compile: bool = Field(False, description="torch.compile the model's forward (pays off on long GPU runs)")
+    eval_batch_size: int = Field(512, ge=1, description="batch size of validation and test passes")
+    residency: Literal["auto", "device", "stream"] = Field("auto", description="training images on the device "
+                                                           "(when they fit: auto) or streamed from host memory")
+
+    def non_default(self) -> dict[str, Any]:
+        """The settings that differ from the defaults (what a cell's key includes)."""
+        return {name: getattr(self, name) for name, info in type(self).model_fields.items()
+                if getattr(self, name) != info.default}
 
 
 class TrackingConfig(_Model):
@@ -209,6 +253,27 @@ class TrackingConfig(_Model):
         return "sqlite:///" + (base.resolve() / DEFAULT_TRACKING_FILE).as_posix()
 
 
+class ResourcesConfig(_Model):
+    """What each cell asks of a cluster (``fbench run --executor slurm``); the command line overrides each key.
+    Resources never change a cell's key: the same cell gives the same result wherever it runs."""
+
+    partition: str | None = Field(None, description="SLURM partition (default: the cluster's)")
+    gpus_per_cell: int | None = Field(None, ge=0, description="GPUs per cell (default 1 on SLURM); more than "
+                                      "one runs the cell under torchrun, one process per GPU")
+    processes_per_cell: int | None = Field(None, ge=1, description="torchrun processes per cell (default: "
+                                           "gpus_per_cell when above 1, else 1; on CPUs they use gloo)")
+    cpus_per_cell: int | None = Field(None, ge=1, description="CPU cores per cell (default 8 on SLURM)")
+    mem_gb: float | None = Field(None, gt=0, description="memory per cell in GB (default: the partition's)")
+    time_min: int | None = Field(None, ge=1, description="time limit per cell job in minutes (default 240); a "
+                                 "job stopped at its limit is requeued and the cell starts again")
+    max_parallel: int | None = Field(None, ge=1, description="cells running at once (SLURM array "
+                                     "parallelism; default 32, 1 for local-jobs)")
+    setup: list[str] = Field(default_factory=list, description="shell lines run in each job before the cell, "
+                             "e.g. 'module load cuda', 'source .venv/bin/activate'")
+    slurm_params: dict[str, Any] = Field(default_factory=dict, description="more sbatch options by name, e.g. "
+                                         "{account: proj1, qos: high, constraint: a100}")
+
+
 class ArchitectureEntry(NamedTuple):
     """One architecture x variant of a suite."""
 
@@ -217,6 +282,8 @@ class ArchitectureEntry(NamedTuple):
     options: dict[str, Any]  # the architecture's ``options`` merged with the variant (variant wins)
     input_size: tuple[int, int] | None
     recipe: dict[str, Any]  # overrides of Recipe fields
+    tuned: dict[str, Any] | None = None  # the best.yaml applied (file, study, trial, params), if any
+    train_conditions: tuple[str, ...] = ()  # perturbations mixed into training (the entry's, else the suite's)
 
 
 class Suite(_Model):
@@ -242,15 +309,24 @@ class Suite(_Model):
     budget: str = Field("quick", description="smoke, quick, paper, or a name defined under budgets")
     budgets: dict[str, Budget] = Field(default_factory=dict, description="per-suite overrides of the budget "
                                        "table (only the keys given change)")
-    train_conditions: list[str] = Field(default_factory=list, description="perturbations applied during "
-                                        "training")
+    train_conditions: list[str] = Field(default_factory=list, description="perturbations mixed into training "
+                                        "and validation: each image is clean or under one of them, in equal "
+                                        "shares, fixed per sample (architectures may set their own)")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="engine speed settings: amp, "
+                                 "channels_last, compile, eval_batch_size")
     output: str = Field("runs", description="folder for the cell folders")
     reports: str = Field("reports", description="folder for reports")
     plugins: list[str] = Field(default_factory=list, description="plugin modules or .py files to import "
                                                                  "(like --plugin)")
     device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto, cpu, cuda, cuda:N or mps")
     efficiency_only: bool = Field(False, description="profile only, no training")
+    search: dict[str, Any] = Field(default_factory=dict, description="fbench tune's search spaces by "
+                                   "architecture name or label: {lanmsff: {lr: {type: float, low: 1e-4, high: "
+                                   "1e-2, log: true}, options.pwfs: [true, false]}}")
+    tuned_from: str | list[str] | None = Field(None, description="best.yaml file(s) written by fbench tune whose "
+                                               "parameters are applied (paths relative to the suite file)")
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="cluster resources per cell (partition, GPUs, time, memory, parallelism)")
 
     _source: str | None = PrivateAttr(default=None)
 
@@ -291,7 +367,9 @@ class Suite(_Model):
         """Each architecture x variant, with its unique label and options merged with the variant."""
         return [
             ArchitectureEntry(arch.variant_label(variant), arch.name, {**arch.options, **variant},
-                              arch.input_size, dict(arch.recipe))
+                              arch.input_size, dict(arch.recipe), arch._tuned,
+                              tuple(self.train_conditions if arch.train_conditions is None
+                                    else arch.train_conditions))
             for arch in self.architectures for variant in arch.variants
         ]
 
@@ -353,11 +431,14 @@ def budget_cuts(suite: Suite, budget: str | None = None) -> list[str]:
     cuts: list[str] = []
     for name, protocol in suite.protocols():
         where = "" if name == MAIN_PROTOCOL else f" ({name})"
-        if chosen.max_folds is not None:
-            if protocol.is_kfold and chosen.max_folds < protocol.folds:
-                cuts.append(f"folds {protocol.folds} → {chosen.max_folds}{where}")
+        cap = chosen.max_folds
+        if name != MAIN_PROTOCOL and chosen.max_view_folds is not None:
+            cap = chosen.max_view_folds
+        if cap is not None:
+            if protocol.is_kfold and cap < protocol.folds:
+                cuts.append(f"folds {protocol.folds} → {cap}{where}")
             elif protocol.kind == "leave_one_pose_out" and "pose" not in protocol.params:
-                cuts.append(f"pose splits capped at {chosen.max_folds}{where}")
+                cuts.append(f"pose splits capped at {cap}{where}")
     if chosen.seeds is not None and chosen.seeds < len(suite.seeds):
         cuts.append(f"seeds {len(suite.seeds)} → {chosen.seeds}")
     if chosen.epoch_scale != 1.0 or chosen.max_epochs is not None or chosen.min_epochs > 1:
@@ -373,6 +454,15 @@ def budget_cuts(suite: Suite, budget: str | None = None) -> list[str]:
         cuts.append(f"training images × {chosen.data_fraction:g}")
     if chosen.max_train_images is not None:
         cuts.append(f"training images capped at {chosen.max_train_images}")
+    if chosen.max_train_tmacs is not None:
+        cuts.append(f"training compute capped at {chosen.max_train_tmacs:g} TMACs per cell (costlier "
+                    "architectures train on fewer images; each cell's count is in the report)")
+    val_cap = chosen.max_val_images if chosen.max_val_images is not None else chosen.max_eval_images
+    if chosen.max_eval_images is not None:
+        cuts.append(f"test images capped at {chosen.max_eval_images} per split (stratified, the same images for "
+                    "every architecture)")
+    if val_cap is not None:
+        cuts.append(f"validation images capped at {val_cap} per split")
     return cuts
 
 
@@ -545,14 +635,17 @@ def _semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
     problems += _view_problems(raw.get("views"))
     problems += _condition_problems(raw.get("conditions"), "conditions", allow_special=True)
     problems += _condition_problems(raw.get("train_conditions"), "train_conditions", allow_special=False)
-    if raw.get("train_conditions"):
-        # Accepted by the schema so that suites can name it, refused until the engine perturbs training batches.
-        problems.append((("train_conditions",), "training under perturbations is not supported by the engine "
-                                                "yet; remove train_conditions (evaluation conditions work)"))
     problems += _architecture_problems(raw.get("architectures"))
     problems += _seed_problems(raw.get("seeds"))
     problems += _budget_problems(raw)
+    problems += _search_problems(raw)
     return problems
+
+
+def _search_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    from fbench.tune.params import search_problems
+
+    return search_problems(raw)
 
 
 def _plugin_problems(plugins: Any) -> list[Problem]:
@@ -638,27 +731,31 @@ def _view_problems(views: Any) -> list[Problem]:
     return problems
 
 
-def _condition_problems(conditions: Any, key: str, allow_special: bool) -> list[Problem]:
+def _condition_problems(conditions: Any, key: str | Path_, allow_special: bool) -> list[Problem]:
     from fbench.perturb.apply import resolve_condition
 
     if not isinstance(conditions, list):
         return []
+    path: Path_ = key if isinstance(key, tuple) else (key,)
     problems: list[Problem] = []
     seen: set[str] = set()
     for i, condition in enumerate(conditions):
         if not isinstance(condition, str):
             continue
         text = condition.strip()
-        if text in SPECIAL_CONDITIONS:
+        if text in SPECIAL_CONDITIONS or text.startswith(SUBSET_PREFIX):
             if not allow_special:
-                problems.append(((key, i), f"{text!r} is an evaluation condition, not a training perturbation"))
+                problems.append(((*path, i), f"{text!r} is an evaluation condition, not a training perturbation"))
+            elif text.startswith(SUBSET_PREFIX) and not SUBSET_NAME.match(text[len(SUBSET_PREFIX):]):
+                problems.append(((*path, i), f"{text!r}: a subset is named by the dataset's cond_<name> column, "
+                                             "e.g. subset:occlusion or subset:pose_gt30"))
         else:
             try:
                 resolve_condition(text)
             except FbenchError as error:
-                problems.append(((key, i), str(error)))
+                problems.append(((*path, i), str(error)))
         if text in seen and text != "clean":
-            problems.append(((key, i), f"condition {text!r} is listed twice"))
+            problems.append(((*path, i), f"condition {text!r} is listed twice"))
         seen.add(text)
     return problems
 
@@ -712,6 +809,8 @@ def _one_architecture_problems(entry: Mapping[str, Any], path: Path_) -> list[Pr
                 architecture.resolve_options({**options, **variant})
         except FbenchError as error:
             problems.append(((*path, "variants", j), str(error)))
+    problems += _condition_problems(entry.get("train_conditions"), (*path, "train_conditions"),
+                                    allow_special=False)
     recipe = entry.get("recipe")
     if isinstance(recipe, Mapping):
         problems += [((*path, "recipe", *sub), message)
@@ -890,12 +989,14 @@ def suite_from_dict(raw: Any, source: str = "<suite>", overrides: Sequence[str] 
 
 
 def load_suite(path: str | Path, overrides: Sequence[str] = (), budget: str | None = None,
-               only: Sequence[str] | None = None, data: Mapping[str, str] | None = None) -> Suite:
+               only: Sequence[str] | None = None, data: Mapping[str, str] | None = None,
+               params: Sequence[str | Path] = ()) -> Suite:
     """Read, override and validate a suite file.
 
     ``overrides`` are ``--set KEY.PATH=VALUE`` items (applied to the raw data before validation; list indices as
     numbers), ``budget`` replaces the suite's budget, ``data`` (``--data NAME=PATH``) merges into ``data:`` and
-    ``only`` keeps the architectures (or single variants) with those names or labels. Raises SuiteError.
+    ``only`` keeps the architectures (or single variants) with those names or labels. ``params`` are tuning
+    results (``--params best.yaml``), applied after the suite's own ``tuned_from:`` files. Raises SuiteError.
     """
     source = str(path)
     raw = _read_yaml(Path(path))
@@ -911,7 +1012,19 @@ def load_suite(path: str | Path, overrides: Sequence[str] = (), budget: str | No
                 raw["data"].update(data)
                 notes.update({f"data.{name}": f"--data {name}={value}" for name, value in data.items()})
     suite = suite_from_dict(raw, source, overrides, notes)
+    suite = _apply_tuned(suite, Path(path), params)
     return select_architectures(suite, only) if only else suite
+
+
+def _apply_tuned(suite: Suite, path: Path, params: Sequence[str | Path]) -> Suite:
+    """The suite with its ``tuned_from:`` files (relative to the suite file) and then ``params`` applied."""
+    listed = [suite.tuned_from] if isinstance(suite.tuned_from, str) else list(suite.tuned_from or [])
+    files = [path.parent / Path(item).expanduser() for item in listed] + [Path(p) for p in params]
+    if not files:
+        return suite
+    from fbench.tune.params import apply_tuned
+
+    return apply_tuned(suite, files)
 
 
 def select_architectures(suite: Suite, only: Sequence[str]) -> Suite:

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from fbench.conditions import is_subset
 from fbench.errors import FbenchError
 
 CLEAN = "clean"
@@ -235,7 +236,10 @@ def condition_metrics(
         sub = frame[frame["condition"] == condition]
         m = classification_metrics(sub["label"].to_numpy(), sub["pred"].to_numpy(), k, names)
         drop, n_paired = np.nan, 0
-        if clean_correct is not None:
+        if clean_correct is not None and is_subset(condition):
+            # a subset of the clean test set: its drop is against the whole set (not paired)
+            drop = float(clean_correct.mean() - sub["_correct"].mean())
+        elif clean_correct is not None:
             cond_correct = sub.set_index(keys)["_correct"]
             shared = cond_correct.index.intersection(clean_correct.index)
             n_paired = len(shared)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -63,6 +64,25 @@ class RichReporter(Reporter):
         self.console.print(text, style=style, markup=False)
 
 
+# The leaderboard columns that are not conditions (see fbench.report.leaderboard_table).
+SUMMARY_COLUMNS = ("rank", "architecture", "clean acc % (mean ± std [CI])", "balanced acc %", "macro-F1 %",
+                   "params", "MACs", "latency", "sig. vs ref", "runs")
+
+
+SHORT_HEADERS = {"rank": "#", "clean acc % (mean ± std [CI])": "clean acc %", "balanced acc %": "bal. acc",
+                 "macro-F1 %": "macro-F1", "sig. vs ref": "sig."}
+
+
+def _table(title: str, frame: Any, caption: str | None = None) -> Table:
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+    for column in frame.columns:
+        table.add_column(str(column), overflow="fold", no_wrap=column in ("clean acc %", "architecture"))
+    for _, row in frame.iterrows():
+        table.add_row(*(str(v) for v in row.tolist()))
+    return table
+
+
 def print_leaderboards(console: Console, run: Any) -> None:
     """Each view's leaderboard as a table, failures under it, and the synthetic warning when it applies."""
     from fbench.report import ReportData, leaderboard_table
@@ -74,12 +94,21 @@ def print_leaderboards(console: Console, run: Any) -> None:
                           comparisons=board.comparisons)
         frame = leaderboard_table(data)
         title = f"{run.suite.name}: {board.view} ({run.budget} budget)"
-        table = Table(title=title)
-        for column in frame.columns:
-            table.add_column(str(column), overflow="fold")
-        for _, row in frame.iterrows():
-            table.add_row(*(str(v) for v in row.tolist()))
-        console.print(table)
+        summary = frame[[c for c in frame.columns if c in SUMMARY_COLUMNS]].rename(columns=SHORT_HEADERS)
+        for column in ("bal. acc", "macro-F1"):  # means only here; the report has their spread
+            if column in summary:
+                summary[column] = summary[column].map(lambda text: str(text).split(" ±")[0])
+        caption = "in %; clean acc: mean ± std over runs \\[bootstrap 95% CI]"
+        if getattr(run, "num_classes", None):
+            caption += f"; chance: {100 / run.num_classes:.1f}"
+        if "sig." in summary:
+            caption += "; sig.: paired test against ref (Holm)"
+        console.print(_table(title, summary, caption=caption))
+        conditions = [c for c in frame.columns if c not in SUMMARY_COLUMNS]
+        if conditions:
+            # one row per condition, one column per architecture: stays narrow as conditions grow
+            by_condition = frame.set_index("architecture")[conditions].T.reset_index(names="condition")
+            console.print(_table(f"{board.view}: accuracy % (change from clean, points)", by_condition))
     for outcome in run.failures:
         console.print(f"FAILED {outcome.cell.name}: {outcome.reason}", style="red", markup=False)
     if not run.leaderboards:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,15 +23,20 @@ import torch
 
 from fbench import results
 from fbench.cells import Cell, expand_cells
-from fbench.config import Budget, Suite
+from fbench.conditions import is_subset, subset_column
+from fbench.config import Budget, EngineConfig, Suite
 from fbench.data.cache import CachedImages, build_cache
 from fbench.data.locate import dataset_root
 from fbench.data.splits import Split, all_folds
+from fbench.engine.residency import choose_residency
 from fbench.data.table import SampleTable
 from fbench.errors import FbenchError
 from fbench.registry import Registry, get_architecture, get_dataset
 
 SYNTHETIC_FOLDER = Path("data") / "synth-kdef"
+# The fallback set: KDEF's 70 identities x 7 expressions x 5 poses, one session (2,450 images) so that its first
+# build and decode stay within a quick suite's time on a CPU; `fbench data synth` builds the two-session set.
+FALLBACK_SESSIONS = 1
 
 
 @dataclass
@@ -42,6 +47,7 @@ class CellOutcome:
     reused: bool
     reason: str = ""
     seconds: float = 0.0
+    logged: bool = False  # a cluster job already logged the cell to MLflow
 
 
 class Executor(Protocol):
@@ -66,6 +72,10 @@ class LocalExecutor:
 
 EXECUTORS: Registry[Any] = Registry("executor")
 EXECUTORS.register("local", LocalExecutor(), source="fbench built-in")
+# submitit executors: imported (with submitit) only when named
+EXECUTORS.register_lazy("slurm", "fbench.cluster:SLURM", source="fbench built-in")
+EXECUTORS.register_lazy("local-jobs", "fbench.cluster:LOCAL_JOBS", source="fbench built-in")
+EXECUTORS.register_lazy("debug", "fbench.cluster:DEBUG", source="fbench built-in")
 
 
 @dataclass
@@ -101,8 +111,11 @@ def choose_dataset(suite: Suite, cli_paths: dict[str, str] | None, note: Callabl
     if not _complete_synthetic_set(synthetic_folder):
         from fbench.data.synth import SynthConfig, build_synthetic_kdef
 
-        note(f"building the synthetic KDEF-like set in {synthetic_folder} (first use; a few minutes)")
-        build_synthetic_kdef(synthetic_folder, SynthConfig(), overwrite=False)
+        config = SynthConfig(sessions=FALLBACK_SESSIONS)
+        images = config.identities * config.sessions * len(config.poses) * len(config.expressions)
+        note(f"building the synthetic KDEF-like set in {synthetic_folder} (first use: {images:,} images, about two "
+             "minutes on two cores)")
+        build_synthetic_kdef(synthetic_folder, config, overwrite=False)
     note(f"SYNTHETIC DATA: {suite.dataset!r} was not given ({reason.split('.')[0]}); running on the synthetic "
          f"KDEF-like set in {synthetic_folder}. Procedurally rendered faces, not a real dataset.")
     return DatasetChoice("kdef", synthetic_folder, synthetic=True, fallback=True)
@@ -158,7 +171,7 @@ def run_cell(cell: Cell, context: RunContext) -> CellOutcome:
     from fbench.engine import NonFiniteLossError
 
     try:
-        predictions, history = _train_and_predict(cell, context, split, folder)
+        predictions, history, images = _train_and_predict(cell, context, split, folder)
     except NonFiniteLossError as error:
         outcome = CellOutcome(cell, folder, results.FAILED, reused=False, reason=str(error),
                               seconds=time.perf_counter() - started)
@@ -171,34 +184,53 @@ def run_cell(cell: Cell, context: RunContext) -> CellOutcome:
     results.write_json(folder / results.HISTORY, history)
     results.write_json(folder / results.METRICS, metrics.to_dict(orient="records"))
     outcome = CellOutcome(cell, folder, results.COMPLETE, reused=False, seconds=time.perf_counter() - started)
-    results.write_json(folder / results.RESULT, _result_record(outcome, context))
+    results.write_json(folder / results.RESULT, {**_result_record(outcome, context), "images": images})
     return outcome
 
 
+def _labels(table: SampleTable, ids: list[str]) -> np.ndarray:
+    return table.frame.set_index("sample_id").loc[ids, "label"].to_numpy()
+
+
 def _train_ids(cell: Cell, split: Split, table: SampleTable) -> list[str]:
-    """The split's training ids, cut to the budget by a stratified draw that depends only on the split."""
+    """The split's training ids, cut to the budget (fraction, image cap, compute cap) by a stratified draw
+    that depends only on the split."""
+    from fbench.data.transforms import BatchAugment
+    from fbench.sizing import compute_capped_images, forward_macs, stratified_subset
+
     ids = list(split.train)
     budget = Budget(data_fraction=cell.data_fraction, max_train_images=cell.max_train_images)
     keep = budget.train_images(len(ids))
-    if keep >= len(ids):
+    if cell.max_train_tmacs is not None:
+        recipe = cell.recipe_object()
+        spec = get_architecture(cell.architecture).resolve_spec(cell.options).with_input(
+            image_size=cell.input_size[1:])
+        macs = forward_macs(cell.architecture, cell.options, cell.input_size, table.num_classes)
+        copies = BatchAugment.from_recipe(recipe, spec).offline_copies
+        keep = min(keep, compute_capped_images(cell.max_train_tmacs, macs, copies, recipe.epochs,
+                                               table.num_classes))
+    return stratified_subset(ids, _labels(table, ids), keep, cell.protocol["arguments"]["seed"])
+
+
+def _eval_ids(cell: Cell, ids: Sequence[str], table: SampleTable, part: str) -> list[str]:
+    """A validation or test part, cut to the budget's ``max_val_images`` / ``max_eval_images`` (the same draw
+    for every architecture)."""
+    from fbench.sizing import stratified_subset
+
+    ids = list(ids)
+    cap = cell.max_eval_images
+    if part == "val" and cell.max_val_images is not None:
+        cap = cell.max_val_images
+    if cap is None or not ids:
         return ids
-    labels = table.frame.set_index("sample_id").loc[ids, "label"].to_numpy()
-    rng = np.random.default_rng(cell.protocol["arguments"]["seed"])
-    order = rng.permutation(len(ids))
-    # round-robin over classes so that the cut keeps the class balance
-    by_class: dict[int, list[int]] = {}
-    for position in order:
-        by_class.setdefault(int(labels[position]), []).append(int(position))
-    chosen: list[int] = []
-    queues = [by_class[c] for c in sorted(by_class)]
-    while len(chosen) < keep:
-        for queue in queues:
-            if queue and len(chosen) < keep:
-                chosen.append(queue.pop())
-    return [ids[i] for i in sorted(chosen)]
+    seed = cell.protocol["arguments"]["seed"] + (1 if part == "val" else 2)
+    return stratified_subset(ids, _labels(table, ids), cap, seed)
 
 
-def _train_and_predict(cell: Cell, context: RunContext, split: Split, folder: Path) -> tuple[Any, list[dict]]:
+def _train_and_predict(cell: Cell, context: RunContext, split: Split, folder: Path
+                       ) -> tuple[Any, list[dict], dict[str, int]]:
+    """Train the cell, then predict its test part under every condition: (predictions, history, image counts
+    of the train, val and test parts)."""
     from fbench.engine import EvalData, TrainData, predict_logits, predictions_frame, train_model
 
     table = context.table
@@ -208,21 +240,28 @@ def _train_and_predict(cell: Cell, context: RunContext, split: Split, folder: Pa
     cached = context.cache(cell.input_size)
     device = context.device
     train_positions = cached.positions(_train_ids(cell, split, table))
-    val_positions = cached.positions(list(split.val))
-    test_positions = cached.positions(list(split.test))
+    val_positions = cached.positions(_eval_ids(cell, split.val, table, "val"))
+    test_positions = cached.positions(_eval_ids(cell, split.test, table, "test"))
     images = cached.images
-    train = TrainData(images[train_positions].to(device), cached.labels[train_positions].to(device),
+    train = TrainData(_training_images(cell, cached, train_positions, table, device),
+                      cached.labels[train_positions].to(device),
                       [cached.sample_ids[i] for i in train_positions.tolist()])
     val = None
     if len(val_positions):
-        val = EvalData(images[val_positions].to(device), cached.labels[val_positions].to(device),
+        val = EvalData(_training_images(cell, cached, val_positions, table, device),
+                       cached.labels[val_positions].to(device),
                        [cached.sample_ids[i] for i in val_positions.tolist()])
     torch.manual_seed(cell.seed)
     model = architecture.build(table.num_classes, **cell.options)
     context.reporter.start_cell(cell, recipe.epochs)
+    engine = EngineConfig(**cell.engine)
     result = train_model(model, train, val, recipe, spec=spec, device=device, seed=cell.seed,
-                         checkpoint_path=folder / results.CHECKPOINT, on_epoch=context.reporter.epoch)
+                         checkpoint_path=folder / results.CHECKPOINT, on_epoch=context.reporter.epoch,
+                         amp=engine.amp, channels_last=engine.channels_last, compile=engine.compile,
+                         eval_batch_size=engine.eval_batch_size, residency=engine.residency)
     test_images = images[test_positions]
+    if choose_residency(test_images, device, engine.residency) == "device":
+        test_images = test_images.to(device)  # once: every condition reads it there
     test_ids = [cached.sample_ids[i] for i in test_positions.tolist()]
     frame = table.frame.set_index("sample_id")
     poses = frame.loc[test_ids, "pose"].astype(str).tolist()
@@ -230,12 +269,51 @@ def _train_and_predict(cell: Cell, context: RunContext, split: Split, folder: Pa
     labels = cached.labels[test_positions]
     parts = []
     for condition in ("clean", *cell.perturbations):
-        logits = predict_logits(model, test_images, spec, device=device,
+        logits = predict_logits(model, test_images, spec, device=device, batch_size=engine.eval_batch_size,
+                                amp=engine.amp, channels_last=engine.channels_last,
                                 condition=None if condition == "clean" else condition,
                                 landmarks=cached.landmarks[test_positions], sample_ids=test_ids, poses=poses,
                                 seed=cell.seed)
         parts.append(predictions_frame(logits, labels, test_ids, condition, poses=poses, subjects=subjects))
-    return pd.concat(parts, ignore_index=True), result.history
+    parts += _subset_predictions(cell, parts[0], table)
+    sizes = {"train": len(train), "val": len(val) if val is not None else 0, "test": len(test_ids)}
+    return pd.concat(parts, ignore_index=True), result.history, sizes
+
+
+def _subset_predictions(cell: Cell, clean: pd.DataFrame, table: SampleTable) -> list[pd.DataFrame]:
+    """For each ``subset:NAME`` condition, the clean predictions of the test samples tagged ``cond_NAME``
+    (none where the dataset tags no sample: ``prepare`` says so)."""
+    parts = []
+    for condition in cell.subsets:
+        column = subset_column(condition)
+        if not _has_subset(table, condition):
+            continue
+        tagged = set(table.frame.loc[table.frame[column].astype(bool), "sample_id"])
+        rows = clean[clean["sample_id"].isin(tagged)]
+        parts.append(rows.assign(condition=condition))
+    return parts
+
+
+def _has_subset(table: SampleTable, condition: str) -> bool:
+    column = subset_column(condition)
+    return column in table.frame.columns and bool(table.frame[column].astype(bool).any())
+
+
+def _training_images(cell: Cell, cached: CachedImages, positions: torch.Tensor, table: SampleTable,
+                     device: torch.device) -> torch.Tensor:
+    """The cached images at ``positions``, with the cell's training perturbations mixed in: on ``device`` when
+    they fit there (``train_model`` streams them from the host otherwise)."""
+    images = cached.images[positions]
+    if choose_residency(images, device, EngineConfig(**cell.engine).residency) == "device":
+        images = images.to(device)
+    if not cell.train_conditions:
+        return images
+    from fbench.perturb.training import perturb_for_training
+
+    ids = [cached.sample_ids[i] for i in positions.tolist()]
+    poses = table.frame.set_index("sample_id").loc[ids, "pose"].astype(str).tolist()
+    return perturb_for_training(images, cell.train_conditions, sample_ids=ids,
+                                landmarks=cached.landmarks[positions], poses=poses, seed=cell.seed)
 
 
 def _result_record(outcome: CellOutcome, context: RunContext) -> dict[str, Any]:
@@ -282,6 +360,28 @@ class RunOptions:
     on_error: str = "raise"
     write_report: bool = True
     synthetic_folder: Path = SYNTHETIC_FOLDER
+    resources: dict[str, Any] = field(default_factory=dict)  # overrides of the suite's resources: block
+    wait: bool = True  # cluster executors: wait for the jobs, then build the leaderboard
+    plugins: list[str] = field(default_factory=list)  # --plugin modules, imported again inside each job
+
+
+@dataclass
+class CellRunner:
+    """An executor's ``run_one``: runs a cell in this process (under torchrun when it asks for several
+    processes). Cluster executors do not call it; they rebuild the context inside each job from ``suite``,
+    ``options`` and the MLflow parent run."""
+
+    context: RunContext
+    suite: Suite
+    options: RunOptions
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __call__(self, cell: Cell) -> CellOutcome:
+        from fbench.celljob import processes_per_cell, run_cell_with_torchrun
+
+        if processes_per_cell(self.suite, self.options) > 1:
+            return run_cell_with_torchrun(cell, self)
+        return run_cell(cell, self.context)
 
 
 @dataclass
@@ -317,6 +417,10 @@ def prepare(suite: Suite, options: RunOptions, reporter: Reporter) -> Prepared:
     choice.synthetic = choice.synthetic or table.synthetic
     if table.report.total:
         reporter.note(f"left out {table.report.total} samples of {choice.name}: {table.report.summary()}")
+    for condition in (c for c in suite.conditions if is_subset(c)):
+        if not _has_subset(table, condition):
+            reporter.note(f"{condition}: {choice.name} tags no sample {subset_column(condition)} (its list is "
+                          "missing, or this is the synthetic set); the subset is left out of the results")
     splits = split_table(table, suite.protocols(synthetic_fallback=choice.fallback))
     cells = expand_cells(suite, str(choice.root.resolve()), table.synthetic,
                          {view: len(made) for view, made in splits.items()}, budget, fallback=choice.fallback)
@@ -347,11 +451,11 @@ def run_suite(suite: Suite, options: RunOptions | None = None, reporter: Reporte
 
         def done(outcome: CellOutcome) -> None:
             reporter.end_cell(outcome)
-            if not outcome.reused:
+            if not outcome.reused and not outcome.logged:
                 _log_cell(tracker, outcome, tags)
 
         executor = EXECUTORS.get(options.executor)
-        outcomes = executor.run(cells, lambda cell: run_cell(cell, context), done)
+        outcomes = executor.run(cells, CellRunner(context, suite, options, tags), done)
         run = _finish(suite, prepared, outcomes, options, str(device))
         tracker.log_suite_metrics(_suite_metrics(run.leaderboards))
         if run.report:

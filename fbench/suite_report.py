@@ -50,6 +50,7 @@ def _provenance(run: Any, device: str) -> dict[str, Any]:
     return {
         "suite file": run.suite.source or "(built in Python)",
         "suite hash": hashlib.sha256(suite_text.encode()).hexdigest()[:16],
+        **({"tuned from (fbench tune)": run.suite.tuned_from} if run.suite.tuned_from else {}),
         "dataset": f"{run.dataset.name} at {run.dataset.root}",
         "git commit": git_commit() or "unknown",
         "device": device,
@@ -78,6 +79,30 @@ def write_suite_report(run: Any, device: str) -> dict[str, Path]:
     return written
 
 
+def _image_counts(run: Any, view: str) -> list[str]:
+    """``images per cell (train / val / test): lanmsff 3,528 / 140 / 140; ...``: the medians over the view's
+    finished cells, from their result files (cells of older versions do not record them)."""
+    import statistics
+
+    from fbench import results
+
+    counts: dict[str, list[tuple[int, int, int]]] = {}
+    for outcome in run.outcomes:
+        if outcome.cell.view != view or outcome.status != results.COMPLETE:
+            continue
+        record = results.finished_result(outcome.folder) or {}
+        images = record.get("images")
+        if images:
+            counts.setdefault(outcome.cell.label, []).append((images["train"], images["val"], images["test"]))
+    if not counts:
+        return []
+    parts = []
+    for label, values in counts.items():
+        train, val, test = (int(statistics.median(column)) for column in zip(*values))
+        parts.append(f"{label} {train:,} / {val:,} / {test:,}")
+    return ["images per cell (train / val / test, median over runs): " + "; ".join(parts)]
+
+
 def _report_data(run: Any, board: Leaderboard, profiles: dict[str, dict[str, Any]], failures: list[dict],
                  counts: dict[str, int], leaky: str | None, device: str) -> ReportData:
     view = "" if board.view == "main" else f" — view {board.view}"
@@ -100,7 +125,7 @@ def _report_data(run: Any, board: Leaderboard, profiles: dict[str, dict[str, Any
         synthetic=run.dataset.synthetic,
         synthetic_note=synthetic_note,
         budget=run.budget,
-        budget_cuts=budget_cuts(run.suite, run.budget),
+        budget_cuts=budget_cuts(run.suite, run.budget) + _image_counts(run, board.view),
         leaky_protocol=leaky,
         cells=counts,
     )

@@ -341,6 +341,8 @@ class MlflowTracker(Tracker):
         if database is not None:
             database.parent.mkdir(parents=True, exist_ok=True)
         self.client: MlflowClient = MlflowClient(tracking_uri=self.uri)
+        if database is not None:  # parallel cell jobs write to one SQLite file: wait out its lock
+            self.client = _RetryOnLock(self.client)  # type: ignore[assignment]
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self._ended = False
@@ -376,6 +378,16 @@ class MlflowTracker(Tracker):
             return
         self.client.set_terminated(self.parent_run_id, status=status)
         self._ended = True
+
+    @classmethod
+    def attach(cls, uri: str, experiment_id: str, parent_run_id: str) -> MlflowTracker:
+        """A tracker for a cell job: it logs child runs under a parent run that another process (the one that
+        submitted the jobs) opened and will end. Each job makes its own child run, so parallel jobs never write
+        to the same run."""
+        tracker = cls(uri)
+        tracker.experiment_id, tracker.parent_run_id = experiment_id, parent_run_id
+        tracker._ended = True  # the parent run is not this process's to end
+        return tracker
 
     # -- cells --------------------------------------------------------------------------------------------
 
@@ -454,6 +466,36 @@ class MlflowTracker(Tracker):
                 self.client.log_artifact(run_id, str(path))
             else:
                 log.warning("artifact %s does not exist; not logged to MLflow run %s", path, run_id)
+
+
+class _RetryOnLock:
+    """An ``MlflowClient`` whose calls are retried while SQLite reports ``database is locked`` (another cell
+    job is writing). A locked write commits nothing, so retrying it cannot log twice."""
+
+    ATTEMPTS = 12
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._client, name)
+        if not callable(value):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            import random
+
+            for attempt in range(self.ATTEMPTS):
+                try:
+                    return value(*args, **kwargs)
+                except Exception as error:  # MlflowException wraps SQLAlchemy's OperationalError
+                    if "database is locked" not in str(error) or attempt == self.ATTEMPTS - 1:
+                        raise
+                    log.debug("MLflow store is locked (%s); retrying %s", error, name)
+                    time.sleep(min(5.0, 0.1 * 2 ** attempt) * (0.5 + random.random()))
+            raise AssertionError("unreachable")
+
+        return call
 
 
 def _batches(params: list[Any], tags: list[Any], metrics: list[Any]) -> Iterator[tuple[list, list, list]]:

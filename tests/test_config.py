@@ -89,9 +89,10 @@ def test_full_suite_loads_with_defaults(tmp_path):
     assert [name for name, _ in suite.protocols()] == ["main", "lopo", "frontal_to_profile"]
     entries = suite.architecture_entries()
     assert [e.label for e in entries] == ["lanmsff", "lanmsff[mass_att=false]", "scan_cci"]
-    label, name, options, input_size, recipe = entries[1]
-    assert (name, options, input_size, recipe) == ("lanmsff", {"mass_att": False}, (64, 64),
-                                                   {"epochs": 40, "optimizer": "sgd"})
+    entry = entries[1]
+    assert (entry.name, entry.options, entry.input_size, entry.recipe) == (
+        "lanmsff", {"mass_att": False}, (64, 64), {"epochs": 40, "optimizer": "sgd"})
+    assert entry.train_conditions == ()
     data = suite.to_dict()
     assert data["architectures"][0]["input_size"] == [64, 64] and data["seeds"] == [0, 1, 2]
 
@@ -331,8 +332,12 @@ def test_builtin_budgets_and_cuts(tmp_path):
     path = write(tmp_path, FULL)
     assert budget_cuts(load_suite(path, budget="paper")) == []
     quick = load_suite(path)
-    assert budget_cuts(quick) == ["folds 10 → 3", "pose splits capped at 3 (lopo)", "seeds 3 → 1",
-                                  "epochs × 0.2 (min 2, max 15)"]
+    cuts = budget_cuts(quick)
+    assert cuts[:5] == ["folds 10 → 2", "pose splits capped at 1 (lopo)", "seeds 3 → 1",
+                        "epochs × 0.1 (min 2, max 2)", "training images capped at 400"]
+    assert cuts[5].startswith("training compute capped at 0.4 TMACs per cell")
+    assert cuts[6].startswith("test images capped at 70 per split") and cuts[7] == (
+        "validation images capped at 35 per split")
     smoke = load_suite(path, budget="smoke").effective_budget()
     assert smoke.max_folds == 1 and smoke.seeds == 1 and smoke.max_epochs <= 2 and smoke.data_fraction < 1
     assert "training images × 0.1" in budget_cuts(load_suite(path, budget="smoke"))
@@ -345,7 +350,7 @@ def test_budget_overrides_merge_with_builtins(tmp_path):
           tiny: {max_folds: 2, seeds: 2, max_train_images: 100}
         """)))
     quick = suite.effective_budget()
-    assert (quick.max_folds, quick.epoch_scale, quick.max_epochs, quick.seeds) == (5, 0.5, 15, 1)
+    assert (quick.max_folds, quick.epoch_scale, quick.max_epochs, quick.seeds) == (5, 0.5, 2, 1)
     tiny = suite.effective_budget("tiny")
     assert (tiny.max_folds, tiny.seeds, tiny.epoch_scale, tiny.max_train_images) == (2, 2, 1.0, 100)
     assert budget_cuts(suite, "tiny") == ["folds 10 → 2", "pose splits capped at 2 (lopo)", "seeds 3 → 2",
@@ -357,7 +362,7 @@ def test_budget_overrides_merge_with_builtins(tmp_path):
 def test_budget_problems(tmp_path):
     problems = problems_of(tmp_path, MINIMAL + "budgets:\n  smoke: {min_epochs: 5}\n  quick: {max_fold: 2}\n")
     assert any("budgets.smoke: min_epochs (5) is above max_epochs (2)" in p for p in problems)
-    assert any("budgets.quick.max_fold: unknown key 'max_fold' (did you mean 'max_folds'?)" in p for p in problems)
+    assert any("budgets.quick.max_fold: unknown key 'max_fold' (did you mean 'max_folds'" in p for p in problems)
 
 
 def test_budget_arithmetic():
@@ -370,6 +375,28 @@ def test_budget_arithmetic():
     assert Budget().epochs(37) == 37 and Budget().seed_list([1, 2, 3]) == [1, 2, 3]
 
 
-def test_training_under_perturbations_is_refused_until_supported(tmp_path):
-    problems = problems_of(tmp_path, MINIMAL + "train_conditions: ['mask:kind=surgical']\n")
-    assert any("train_conditions:" in p and "not supported by the engine yet" in p for p in problems)
+def test_training_conditions_by_suite_and_by_architecture(tmp_path):
+    text = (MINIMAL + "train_conditions: ['mask:kind=surgical']\n").replace(
+        "  - name: lanmsff\n", "  - name: lanmsff\n  - name: lanmsff\n    label: clean-lanmsff\n"
+                              "    train_conditions: []\n", 1)
+    path = write(tmp_path, text)
+    assert validate_suite_file(path) == []
+    entries = load_suite(path).architecture_entries()
+    assert [(e.label, e.train_conditions) for e in entries][:2] == [
+        ("lanmsff", ("mask:kind=surgical",)), ("clean-lanmsff", ())]
+    bad = MINIMAL.replace("  - name: lanmsff\n", "  - name: lanmsff\n    train_conditions: ['mask:kind=surgicle']\n", 1)
+    problems = problems_of(tmp_path, bad)
+    assert any("architectures.0.train_conditions.0:" in p and "surgical" in p for p in problems), problems
+
+
+def test_engine_settings_reach_the_cells_and_only_non_defaults_change_keys(tmp_path):
+    from fbench.cells import expand_cells
+
+    path = write(tmp_path, MINIMAL)
+    plain = expand_cells(load_suite(path), "/data", True, {"main": 10}, "smoke")
+    tuned = expand_cells(load_suite(path, ["engine.compile=true", "engine.eval_batch_size=64"]), "/data", True,
+                         {"main": 10}, "smoke")
+    assert plain[0].engine == {} and "engine" not in plain[0].to_dict()
+    assert tuned[0].engine == {"compile": True, "eval_batch_size": 64} and tuned[0].key != plain[0].key
+    problems = problems_of(tmp_path, MINIMAL + "engine: {compiel: true}\n")
+    assert any("engine.compiel" in p and "compile" in p for p in problems), problems

@@ -18,16 +18,6 @@ from fbench.runner import RunOptions, rescore_suite, run_suite
 SMOKE = Path(__file__).resolve().parents[1] / "suites" / "smoke.yaml"
 
 
-@pytest.fixture(scope="module")
-def tiny_kdef(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """10 synthetic identities x 7 expressions x 5 poses (350 images), small: built in seconds."""
-    from fbench.data.synth import SynthConfig, build_synthetic_kdef
-
-    root = tmp_path_factory.mktemp("synth") / "kdef"
-    build_synthetic_kdef(root, SynthConfig(identities=10, sessions=1, image_size=(160, 128)), workers=2)
-    return root
-
-
 def smoke_suite(tmp_path: Path, *overrides: str):
     return load_suite(SMOKE, [f"output={tmp_path / 'runs'}", f"reports={tmp_path / 'reports'}", *overrides])
 

@@ -562,6 +562,11 @@ class BatchAugment:
         out = self.augment(images, generator) if self.mode == "online" else to_float(images)
         return normalize(out, self.mean, self.std)
 
+    @property
+    def offline_copies(self) -> int:
+        """Rows per training image after ``expand_offline`` (1 in online mode or without augmentations)."""
+        return len(self._offline) if self.mode == "offline" and self._offline else 1
+
     def expand_offline(self, images: torch.Tensor, generator: torch.Generator | None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """One variant of every image per listed augmentation, each applied to the original image.

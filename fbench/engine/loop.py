@@ -24,8 +24,10 @@ from fbench.contract import ArchitectureSpec, Recipe, compute_loss
 from fbench.data.transforms import BatchAugment, eval_transform
 from fbench.engine.checkpoint import load_state, save_state
 from fbench.engine.data import EvalData, TrainData
+from fbench.engine.distributed import ParallelPlan, active_plan
 from fbench.engine.errors import NonFiniteLossError
 from fbench.engine.optim import build_optimizer, build_scheduler, group_lr, plateau_monitor, scheduler_step
+from fbench.engine.residency import Residency, batch_source, choose_residency
 from fbench.engine.runtime import Amp, autocast, batch_format, use_amp, use_channels_last
 from fbench.engine.sampling import class_balanced_weights, epoch_order, stream_generator
 from fbench.engine.stopping import BestTracker
@@ -111,7 +113,8 @@ def train_model(model: nn.Module, train: TrainData, val: EvalData | None, recipe
                 spec: ArchitectureSpec, device: torch.device | str, seed: int, epochs: int | None = None,
                 amp: Amp = "auto", channels_last: bool = True, compile: bool = False,
                 checkpoint_path: str | os.PathLike | None = None, on_epoch: EpochCallback | None = None,
-                eval_batch_size: int = 512) -> TrainResult:
+                eval_batch_size: int = 512, parallel: ParallelPlan | None = None,
+                residency: Residency = "auto") -> TrainResult:
     """Train ``model`` in place on ``train`` under ``recipe``; select and stop on ``val`` (never on test).
 
     Args:
@@ -128,6 +131,12 @@ def train_model(model: nn.Module, train: TrainData, val: EvalData | None, recipe
         checkpoint_path: where to keep the best epoch's state dict (written atomically on each improvement).
         on_epoch: called with each epoch's history dict (log it, or raise to stop, e.g. Optuna pruning).
         eval_batch_size: batch size of the validation passes.
+        residency: where the training images live: ``auto`` (on the device when they fit in half its free
+            memory, else streamed from pinned host memory in chunks), ``device`` or ``stream``. Both give the
+            same batches in the same order (offline-augmented sets that stream are expanded on the host, with
+            their own draws).
+        parallel: this process's share of a data-parallel cell (``fbench.engine.distributed``); default: the
+            active plan under torchrun, else None (one process).
 
     Raises:
         NonFiniteLossError: a NaN or infinite loss (or weights), naming the epoch, the lr and the fix.
@@ -142,9 +151,9 @@ def train_model(model: nn.Module, train: TrainData, val: EvalData | None, recipe
         raise FbenchError(f"{needs} in the recipe monitors the validation split, but the cell has none; give the "
                           "split a validation part (carved from train) or turn it off in the recipe")
     torch.manual_seed(seed)
+    parallel = parallel if parallel is not None else active_plan()
     amp_on = use_amp(amp, device)
     cl = use_channels_last(channels_last, device)
-    train = train.to(device)
     val = val.to(device) if val is not None else None
     model.to(device)
     if cl:
@@ -153,11 +162,16 @@ def train_model(model: nn.Module, train: TrainData, val: EvalData | None, recipe
         model.compile()
 
     augment = BatchAugment.from_recipe(recipe, spec)
-    images, labels = train.images, train.labels
+    images, labels = train.images, train.labels.to(device)
+    # The expanded set decides where the images live; streamed sets are expanded on the host.
+    placement = choose_residency(images, device, residency, copies=augment.offline_copies)
+    expand_on = device if placement == "device" else torch.device("cpu")
+    images = images.to(expand_on)
     if recipe.augmentation_mode == "offline" and augment.augments:
-        images, source = augment.expand_offline(images, stream_generator(seed, "offline", device))
-        labels = labels.index_select(0, source)
+        images, source = augment.expand_offline(images, stream_generator(seed, "offline", expand_on))
+        labels = labels.index_select(0, source.to(device))
     n, batch_size = images.shape[0], recipe.batch_size
+    batches = batch_source(images, device, batch_size, placement)
     steps_per_epoch = math.ceil(n / batch_size)
 
     optimizer = build_optimizer(model, recipe)
@@ -174,29 +188,43 @@ def train_model(model: nn.Module, train: TrainData, val: EvalData | None, recipe
     result = TrainResult(monitor=tracker.monitor if val is not None else None, checkpoint_path=checkpoint)
     trainable = [p for p in model.parameters() if p.requires_grad]
     lr = group_lr(optimizer)
+    main = parallel is None or parallel.is_main  # the process that writes the checkpoint
+    parallel_forward = parallel.loss_forward(model, criterion) if parallel is not None else None
 
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         lr = group_lr(optimizer)
         model.train()
         order = epoch_order(n, recipe.sampler, sampler_generator, weights)
+        batches.start_epoch(order)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         for begin in range(0, n, batch_size):  # the last partial batch is kept, as Keras does
             count = min(batch_size, n - begin)
             rows = order[begin:begin + count]
-            batch = batch_format(augment(images.index_select(0, rows), augment_generator), cl)
+            batch = batch_format(augment(batches.batch(begin, count), augment_generator), cl)
             targets = labels.index_select(0, rows)
+            scale, counted = 1.0, True
+            if parallel is not None:  # this rank's share of the batch, augmented as a whole on every rank
+                share, scale, counted = parallel.share(count)
+                batch, targets = batch[share], targets[share]
             with autocast(device, amp_on):
-                loss, logits = compute_loss(model, batch, targets, criterion)
+                if parallel_forward is None:
+                    loss, logits = compute_loss(model, batch, targets, criterion)
+                else:
+                    loss, logits = parallel_forward(batch, targets)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * scale if scale != 1.0 else loss).backward()
             optimizer.step()
             scheduler.step_batch()
-            loss_sum += loss.detach().double() * count
-            correct += (logits.detach().argmax(dim=1) == targets).sum()
+            if counted:
+                loss_sum += loss.detach().double() * targets.shape[0]
+                correct += (logits.detach().argmax(dim=1) == targets).sum()
 
         sums = [loss_sum, correct.double()]
+        if parallel is not None:  # the whole epoch's sums, and rank 0's BatchNorm statistics, on every rank
+            sums = parallel.sum_over_ranks(sums)
+            parallel.broadcast_buffers(model)
         if val is not None:
             val_loss_sum, val_correct = evaluation_sums(model, val, spec, criterion, batch_size=eval_batch_size,
                                                         amp=amp_on, channels_last=cl)
@@ -211,7 +239,7 @@ def train_model(model: nn.Module, train: TrainData, val: EvalData | None, recipe
             if not math.isfinite(record["val_loss"]):
                 raise _non_finite(f"validation loss became {record['val_loss']}", epoch, lr)
             if tracker.update(epoch, record[tracker.monitor]):
-                if checkpoint is not None:
+                if checkpoint is not None and main:
                     save_state(model, checkpoint)
                 elif restore_best:
                     best_in_memory = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -230,7 +258,7 @@ def train_model(model: nn.Module, train: TrainData, val: EvalData | None, recipe
     if val is not None:
         result.best_epoch, result.best_value = tracker.best_epoch, tracker.best
     if restore_best and result.best_epoch is not None:
-        if checkpoint is not None:
+        if checkpoint is not None and main:
             load_state(model, checkpoint)
         elif best_in_memory is not None:
             model.load_state_dict(best_in_memory)

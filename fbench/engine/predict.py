@@ -11,6 +11,7 @@ from torch import nn
 
 from fbench.contract import ArchitectureSpec
 from fbench.data.transforms import normalize, to_float
+from fbench.engine.distributed import active_plan
 from fbench.engine.runtime import autocast, batch_format, use_amp, use_channels_last
 from fbench.errors import FbenchError
 
@@ -31,7 +32,10 @@ def predict_logits(model: nn.Module, images_uint8: torch.Tensor, spec: Architect
     Each batch is moved to ``device``, scaled to [0, 1], perturbed with ``condition`` (e.g.
     ``"mask:kind=surgical"``; None or ``"clean"`` for none) and normalised with the spec's mean/std. The
     perturbation's draws depend on each sample's id and ``seed``, never on the batch, so the logits do not
-    depend on ``batch_size``. bf16 autocast and channels_last apply on CUDA only."""
+    depend on ``batch_size``. bf16 autocast and channels_last apply on CUDA only.
+
+    Under torchrun (an active ``fbench.engine.distributed`` plan) each rank computes every N-th batch and the
+    batches are gathered in order: every rank returns the complete logits, as one process computes them."""
     device = torch.device(device)
     if not isinstance(images_uint8, torch.Tensor) or images_uint8.dim() != 4:
         raise FbenchError("predict_logits needs images as an N x C x H x W uint8 tensor")
@@ -49,9 +53,11 @@ def predict_logits(model: nn.Module, images_uint8: torch.Tensor, spec: Architect
     was_training = model.training
     model.eval()
     outputs = []
+    starts = range(0, n, batch_size)
+    plan = active_plan()
     try:
         with torch.inference_mode():
-            for begin in range(0, n, batch_size):
+            for begin in (starts if plan is None else [starts[i] for i in plan.my_batches(len(starts))]):
                 end = min(n, begin + batch_size)
                 batch = to_float(images_uint8[begin:end].to(device, non_blocking=True))
                 if not clean:
@@ -65,6 +71,8 @@ def predict_logits(model: nn.Module, images_uint8: torch.Tensor, spec: Architect
                     outputs.append(model(batch).float())
     finally:
         model.train(was_training)
+    if plan is not None:
+        outputs = plan.gather_batches(outputs, len(starts))
     if not outputs:
         return torch.empty(0, 0)
     return torch.cat(outputs).cpu()
