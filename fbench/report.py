@@ -968,7 +968,8 @@ def _md_cell(text: Any) -> str:
     return _md_text(str(text)).replace("|", "\\|").replace("\n", " ")
 
 
-def _markdown(blocks: Sequence[_Block]) -> str:
+def _markdown(blocks: Sequence[_Block], image_files: Mapping[str, str] = PLOT_FILES) -> str:
+    """Markdown for report blocks; an image block names its plot, ``image_files`` gives the plot's file."""
     out: list[str] = []
     for block in blocks:
         kind = block[0]
@@ -987,7 +988,7 @@ def _markdown(blocks: Sequence[_Block]) -> str:
             lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
             out.append("\n".join(lines))
         elif kind == "image":
-            out.append(f"![{_md_text(block[2])}]({PLOT_FILES[block[1]]})")
+            out.append(f"![{_md_text(block[2])}]({image_files[block[1]]})")
         elif kind == "pre":
             runs = [len(r) for r in re.findall(r"`+", block[1])]
             fence = "`" * max(3, max(runs, default=0) + 1)

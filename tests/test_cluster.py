@@ -21,15 +21,6 @@ SMOKE = Path(__file__).resolve().parents[1] / "suites" / "smoke.yaml"
 
 
 @pytest.fixture(scope="module")
-def tiny_kdef(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from fbench.data.synth import SynthConfig, build_synthetic_kdef
-
-    root = tmp_path_factory.mktemp("synth") / "kdef"
-    build_synthetic_kdef(root, SynthConfig(identities=10, sessions=1, image_size=(160, 128)), workers=2)
-    return root
-
-
-@pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 

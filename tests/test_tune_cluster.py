@@ -5,12 +5,11 @@ GPUs."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from test_tune import TINY_PLUGIN, tune_options, write_suite
+from test_tune import tiny_plugin, tune_options, write_suite  # noqa: F401 (tiny_plugin: a fixture)
 
 from fbench import results
 from fbench.cluster import GpuSlots, submit_local, visible_gpus
@@ -23,17 +22,6 @@ optuna = pytest.importorskip("optuna")
 pytest.importorskip("submitit")
 
 STUDY = "tiny-tiny_tune-val_accuracy"
-
-
-@pytest.fixture(scope="module")
-def tiny_plugin(tmp_path_factory: pytest.TempPathFactory):
-    from fbench.registry import ARCHITECTURES
-
-    path = tmp_path_factory.mktemp("plugin") / "tiny_tune_plugin.py"
-    path.write_text(TINY_PLUGIN)
-    yield path
-    ARCHITECTURES._entries.pop("tiny_tune", None)
-    sys.modules.pop("fbench_plugin_tiny_tune_plugin", None)
 
 
 def journal(tmp_path: Path) -> str:

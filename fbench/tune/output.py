@@ -251,25 +251,6 @@ def _blocks(study: Any, document: dict[str, Any] | None, objectives: Sequence[st
 
 
 def _markdown(blocks: Sequence[tuple[Any, ...]]) -> str:
-    from fbench.report import _md_cell, _md_text
+    from fbench.report import _markdown as report_markdown
 
-    out: list[str] = []
-    for block in blocks:
-        kind = block[0]
-        if kind == "h":
-            out.append(f"{'#' * block[1]} {_md_text(block[2])}")
-        elif kind == "banner":
-            out.append(f"> **⚠ {_md_text(block[1])}**")
-        elif kind == "p":
-            out.append(_md_text(block[1]))
-        elif kind == "list":
-            out.append("\n".join(f"- {_md_text(item)}" for item in block[1]))
-        elif kind == "table":
-            frame: pd.DataFrame = block[1]
-            lines = ["| " + " | ".join(_md_cell(c) for c in frame.columns) + " |",
-                     "|" + "|".join("---" for _ in frame.columns) + "|"]
-            lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-            out.append("\n".join(lines))
-        elif kind == "image":
-            out.append(f"![{_md_text(block[2])}]({PLOTS[block[1]][0]})")
-    return "\n\n".join(out) + "\n"
+    return report_markdown(blocks, {name: file for name, (file, _title) in PLOTS.items()})
