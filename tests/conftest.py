@@ -35,6 +35,21 @@ def tiny_kdef(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
+def fake_sbatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``sbatch`` and ``srun`` on PATH that accept every job: sbatch copies the script it is given to the returned
+    path (``tmp_path/submitted.sh``) and answers job id 777."""
+    bin_folder = tmp_path / "bin"
+    bin_folder.mkdir()
+    script = tmp_path / "submitted.sh"
+    (bin_folder / "sbatch").write_text(f"#!/bin/sh\ncp \"$1\" {script}\necho Submitted batch job 777\n")
+    (bin_folder / "srun").write_text("#!/bin/sh\nexit 0\n")
+    for tool in ("sbatch", "srun"):
+        (bin_folder / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_folder}{os.pathsep}{os.environ['PATH']}")
+    return script
+
+
+@pytest.fixture
 def clean_architectures(monkeypatch: pytest.MonkeyPatch):
     """A snapshot of the architecture registry, restored after the test."""
     from fbench.registry import ARCHITECTURES

@@ -191,21 +191,14 @@ def test_slurm_without_sbatch_says_what_to_use(tmp_path, tiny_kdef, cache_dir, m
         run_suite(smoke_suite(tmp_path), options(tiny_kdef, cache_dir, executor="slurm"))
 
 
-def test_slurm_submission_file_carries_the_resources(tmp_path, tiny_kdef, cache_dir, monkeypatch):
+def test_slurm_submission_file_carries_the_resources(tmp_path, tiny_kdef, cache_dir, fake_sbatch):
     """A fake sbatch records the array job it is given: partition, GPUs, time, array parallelism, setup, requeue."""
-    bin_folder = tmp_path / "bin"
-    bin_folder.mkdir()
-    (bin_folder / "sbatch").write_text(f"#!/bin/sh\ncp \"$1\" {tmp_path}/submitted.sh\necho Submitted batch job 777\n")
-    (bin_folder / "srun").write_text("#!/bin/sh\nexit 0\n")
-    for tool in ("sbatch", "srun"):
-        (bin_folder / tool).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_folder}{os.pathsep}{os.environ['PATH']}")
     suite = smoke_suite(tmp_path, "resources.partition=gpu", "resources.time_min=90",
                         "resources.setup=[\"module load cuda\"]", "resources.slurm_params={account: proj1}")
     run = run_suite(suite, options(tiny_kdef, cache_dir, executor="slurm", wait=False,
                                    resources={"max_parallel": 5, "gpus_per_cell": 1}))
     assert run.outcomes == [] and run.leaderboards == []
-    script = (tmp_path / "submitted.sh").read_text()
+    script = fake_sbatch.read_text()
     for line in ("--partition=gpu", "--time=90", "--gpus-per-node=1", "--array=0-1%2", "--requeue",
                  "--account=proj1", "--signal=USR2@90", "module load cuda"):
         assert line in script, line

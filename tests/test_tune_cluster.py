@@ -177,15 +177,8 @@ def test_requeued_worker_fails_its_interrupted_trial_and_resumes_its_share(tmp_p
     assert all(t.state.is_finished() for t in study.trials)
 
 
-def test_slurm_script_for_tuning_workers_carries_the_resources(tmp_path, tiny_kdef, tiny_plugin, monkeypatch):
+def test_slurm_script_for_tuning_workers_carries_the_resources(tmp_path, tiny_kdef, tiny_plugin, fake_sbatch):
     """A fake sbatch records the array job: one task per worker, the resources, requeue on preemption."""
-    bin_folder = tmp_path / "bin"
-    bin_folder.mkdir()
-    (bin_folder / "sbatch").write_text(f"#!/bin/sh\ncp \"$1\" {tmp_path}/submitted.sh\necho Submitted batch job 777\n")
-    (bin_folder / "srun").write_text("#!/bin/sh\nexit 0\n")
-    for tool in ("sbatch", "srun"):
-        (bin_folder / tool).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_folder}{os.pathsep}{os.environ['PATH']}")
     suite = load_suite(write_suite(tmp_path, tiny_plugin, resources={"partition": "gpu", "time_min": 90,
                                                                      "setup": ["module load cuda"]}))
     notes: list[str] = []
@@ -195,7 +188,7 @@ def test_slurm_script_for_tuning_workers_carries_the_resources(tmp_path, tiny_kd
     result = submit_tune(suite, tune_options(tmp_path, tiny_kdef, storage=journal(tmp_path), trials=7), cluster,
                          note=notes.append)
     assert result.best_path is None and result.outcomes == []
-    script = (tmp_path / "submitted.sh").read_text()
+    script = fake_sbatch.read_text()
     for line in ("--partition=gpu", "--time=60", "--gpus-per-node=1", "--cpus-per-task=4", "--array=0-2%3",
                  "--requeue", "--account=proj1", "--signal=USR2@90", "module load cuda", "--job-name=fbench-tune-out"):
         assert line in script, line
