@@ -105,7 +105,7 @@ def versions() -> dict[str, Any]:
 
 
 def resolve_device(name: str) -> torch.device:
-    from fbench.devices import resolve_device as fbench_resolve
+    from fbench.engine.devices import resolve_device as fbench_resolve
 
     return fbench_resolve(name)
 
@@ -157,7 +157,7 @@ def peak_memory_mib(device: torch.device) -> float | None:
 def _rendered_pool(count: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``count`` synthetic faces (one or more identities, 7 expressions x frontal and half poses) at
     ``size`` x ``size`` RGB, from fbench's renderer; labels are the expressions' canonical indices."""
-    from fbench.data.synth import EXPRESSION_LABELS, SynthConfig, render_arrays
+    from fbench.data.synth.build import EXPRESSION_LABELS, SynthConfig, render_arrays
     from fbench.data.table import LABEL_INDEX
 
     per_identity = 7 * 2

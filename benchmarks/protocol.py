@@ -2,13 +2,13 @@
 
 * ``lanmsff-kdef``: the LANMSFF KDEF protocol: 10-fold stratified cross-validation (10% of each training part
   carved off for validation) on the synthetic KDEF-like set (4,900 images, built with
-  ``fbench.data.synth.build_synthetic_kdef``), LANMSFF's recipe at the paper budget (its offline 4x
+  ``fbench.data.synth.build.build_synthetic_kdef``), LANMSFF's recipe at the paper budget (its offline 4x
   augmentation, up to 100 epochs, early stopping on validation loss).
 * ``scan_cci-rafdb``: SCAN-CCI's recipe (60 epochs) on a RAF-DB-sized synthetic set: 15,339 face images at
   224 x 224 held as a pixel array (rendered synthetic faces, jittered), RAF-DB's official 12,271 / 3,068
   train / test split with 10% of train carved off for validation.
 
-Each cell goes through ``fbench.runner.run_cell`` (decoded-image cache, ``train_model``, per-sample predictions,
+Each cell goes through ``fbench.run.suite.run_cell`` (decoded-image cache, ``train_model``, per-sample predictions,
 metrics, the cell's folder) exactly as ``fbench run`` runs it, with tracking, leaderboard and report left out.
 Building the synthetic set and the decode cache is timed apart from the protocol.
 
@@ -35,12 +35,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from fbench import results  # noqa: E402
-from fbench.cells import Cell, expand_cells  # noqa: E402
-from fbench.config import ArchitectureConfig, Budget, ProtocolConfig, Suite, TrackingConfig  # noqa: E402
+from fbench.run import store  # noqa: E402
+from fbench.run.cells import Cell, expand_cells  # noqa: E402
+from fbench.suite.schema import ArchitectureConfig, Budget, ProtocolConfig, Suite, TrackingConfig  # noqa: E402
 from fbench.data.table import SampleTable  # noqa: E402
 from fbench.registry import get_dataset  # noqa: E402
-from fbench.runner import Reporter, RunContext, run_cell, split_table  # noqa: E402
+from fbench.run.suite import Reporter, RunContext, run_cell, split_table  # noqa: E402
 
 PROTOCOLS = ("lanmsff-kdef", "scan_cci-rafdb")
 FULL_IMAGES = {"lanmsff-kdef": 4900, "scan_cci-rafdb": 15339}
@@ -55,7 +55,7 @@ TARGET_MINUTES = {"lanmsff-kdef": 15.0}  # on an H100 (issue 7)
 def kdef_config(images: int, frame: tuple[int, int], seed: int = 0) -> Any:
     """The SynthConfig with about ``images`` images: whole persons (35 images per session), two sessions
     when there are at least 70 images, as KDEF has."""
-    from fbench.data.synth import SynthConfig
+    from fbench.data.synth.build import SynthConfig
 
     sessions = 2 if images >= 2 * IMAGES_PER_IDENTITY else 1
     identities = min(198, max(1, math.ceil(images / (IMAGES_PER_IDENTITY * sessions))))
@@ -74,7 +74,7 @@ def synthetic_kdef(folder: Path, images: int, frame: tuple[int, int], workers: i
                    ) -> tuple[SampleTable, float, bool]:
     """The synthetic KDEF-like set in ``folder`` (built unless already complete there), read by the KDEF
     adapter; returns (table, seconds spent building, reused)."""
-    from fbench.data.synth import build_synthetic_kdef
+    from fbench.data.synth.build import build_synthetic_kdef
 
     started = time.perf_counter()
     reused = _is_complete(folder)
@@ -122,10 +122,10 @@ def make_suite(protocol: str, folds: int, epochs: int | None, output: Path, devi
 
 
 def _cell_record(cell: Cell, folder: Path, seconds: float, status: str, reason: str) -> dict[str, Any]:
-    history = results.read_json(folder / results.HISTORY) if (folder / results.HISTORY).is_file() else []
+    history = store.read_json(folder / store.HISTORY) if (folder / store.HISTORY).is_file() else []
     accuracy = None
-    if (folder / results.METRICS).is_file():
-        for row in results.read_json(folder / results.METRICS):
+    if (folder / store.METRICS).is_file():
+        for row in store.read_json(folder / store.METRICS):
             if row.get("condition") == "clean" and row.get("accuracy") is not None:
                 accuracy = float(row["accuracy"])
                 break
@@ -145,7 +145,7 @@ def run_protocol(protocol: str, args: argparse.Namespace, device: torch.device, 
     if protocol == "lanmsff-kdef":
         folder = Path(args.data_dir) if args.data_dir else workdir / "synth-kdef"
         table, build_seconds, reused = synthetic_kdef(folder, images, args.frame, args.render_workers)
-        data = {"kind": "synthetic KDEF-like set (fbench.data.synth)", "folder": str(folder), "reused": reused,
+        data = {"kind": "synthetic KDEF-like set (fbench.data.synth.build)", "folder": str(folder), "reused": reused,
                 "frame": list(args.frame)}
     else:
         table, build_seconds = rafdb_like(workdir / "rafdb-like", images, args.pool)

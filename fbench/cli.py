@@ -210,7 +210,7 @@ def _cluster_resources(args: argparse.Namespace) -> dict[str, Any]:
     if args.slurm_setup:
         resources["setup"] = list(args.slurm_setup)
     if args.slurm_param:
-        from fbench.config import parse_override
+        from fbench.suite.schema import parse_override
 
         params = {}
         for key, value in parse_key_values(args.slurm_param, "--slurm-param").items():
@@ -409,7 +409,7 @@ def run_data(args: argparse.Namespace) -> int:
 def _run_synth(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from fbench.data.synth import SynthConfig, build_synthetic_kdef
+    from fbench.data.synth.build import SynthConfig, build_synthetic_kdef
 
     config = SynthConfig(identities=args.identities, sessions=args.sessions, image_size=tuple(args.size),
                          seed=args.seed)
@@ -448,7 +448,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def _load_suite(args: argparse.Namespace):
-    from fbench.config import load_suite
+    from fbench.suite.schema import load_suite
     from fbench.data.locate import parse_data_flags
 
     return load_suite(args.suite, args.overrides, budget=args.budget, only=args.only or None,
@@ -456,7 +456,7 @@ def _load_suite(args: argparse.Namespace):
 
 
 def run_suite_command(args: argparse.Namespace) -> int:
-    from fbench.runner import RunOptions, run_suite
+    from fbench.run.suite import RunOptions, run_suite
 
     suite = _load_suite(args)
     options = RunOptions(budget=args.budget, device=args.device, tracking=False if args.no_tracking else None,
@@ -467,7 +467,7 @@ def run_suite_command(args: argparse.Namespace) -> int:
 
     with RichReporter(_console()) as reporter:
         if suite.efficiency_only:
-            from fbench.runner import run_efficiency
+            from fbench.run.suite import run_efficiency
 
             efficiency = run_efficiency(suite, options, reporter)
             print_efficiency(_console(), efficiency)
@@ -486,7 +486,7 @@ def _print_run(run: Any) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from fbench.config import validate_suite_file
+    from fbench.suite.schema import validate_suite_file
 
     bad = 0
     for path in args.suites:
@@ -502,7 +502,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
 def run_stored(args: argparse.Namespace) -> int:
     """leaderboard and rescore: everything from the cells' stored predictions; nothing is trained."""
-    from fbench.runner import RunOptions, rescore_suite
+    from fbench.run.suite import RunOptions, rescore_suite
 
     suite = _load_suite(args)
     options = RunOptions(budget=args.budget, tracking=False,
@@ -513,8 +513,8 @@ def run_stored(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from fbench.cluster import suite_status
-    from fbench.runner import Reporter, RunOptions, prepare
+    from fbench.run.executors import suite_status
+    from fbench.run.suite import Reporter, RunOptions, prepare
 
     suite = _load_suite(args)
     notes: list[str] = []
@@ -543,7 +543,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_tune_command(args: argparse.Namespace) -> int:
-    from fbench.config import load_suite
+    from fbench.suite.schema import load_suite
     from fbench.data.locate import parse_data_flags
     from fbench.tune import TuneOptions, run_tune
 
@@ -574,7 +574,7 @@ def run_tune_command(args: argparse.Namespace) -> int:
                               f"executor runs trials in this one process)")
         result = run_tune(suite, options, note=note, on_trial=trial_line)
     else:
-        from fbench.tune.cluster import TuneCluster, submit_tune
+        from fbench.tune.workers import TuneCluster, submit_tune
 
         cluster = TuneCluster(args.executor, args.workers, _cluster_resources(args), wait=not args.no_wait,
                               plugins=list(args.plugin or []))

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from fbench.devices import resolve_device, synchronize
+from fbench.engine.devices import resolve_device, synchronize
 from fbench.errors import ProfileError
 from fbench.registry import get_architecture
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from fbench.runner import CellOutcome, Reporter
+from fbench.run.suite import CellOutcome, Reporter
 
 
 class RichReporter(Reporter):
@@ -64,7 +64,7 @@ class RichReporter(Reporter):
         self.console.print(text, style=style, markup=False)
 
 
-# The leaderboard columns that are not conditions (see fbench.report.leaderboard_table).
+# The leaderboard columns that are not conditions (see fbench.report.document.leaderboard_table).
 SUMMARY_COLUMNS = ("rank", "architecture", "clean acc % (mean ± std [CI])", "balanced acc %", "macro-F1 %",
                    "params", "MACs", "latency", "sig. vs ref", "runs")
 
@@ -85,7 +85,7 @@ def _table(title: str, frame: Any, caption: str | None = None) -> Table:
 
 def print_leaderboards(console: Console, run: Any) -> None:
     """Each view's leaderboard as a table, failures under it, and the synthetic warning when it applies."""
-    from fbench.report import ReportData, leaderboard_table
+    from fbench.report.document import ReportData, leaderboard_table
 
     if run.dataset.synthetic:
         console.print("SYNTHETIC DATA: procedurally rendered faces, not a real dataset", style="bold yellow")
@@ -117,7 +117,7 @@ def print_leaderboards(console: Console, run: Any) -> None:
 
 def print_efficiency(console: Console, run: Any) -> None:
     """The profiles of an efficiency suite as a table (MACs are multiply-accumulates, not FLOPs)."""
-    from fbench.report import format_macs, format_params
+    from fbench.report.document import format_macs, format_params
 
     table = Table(title=f"{run.suite.name}: parameters, MACs and speed on {run.device}")
     for column in ("architecture", "input", "params", "MACs", "latency (batch 1)", "throughput"):

@@ -248,9 +248,9 @@ def _same_module(target: str | None, source: str) -> bool:
 ARCHITECTURES: Registry[Architecture] = Registry(
     "architecture", expected_type=Architecture, entry_point_group="fbench.architectures"
 )
-ARCHITECTURES.register_lazy("lanmsff", "architectures.lanmsff:lanmsff", source="fbench built-in")
-ARCHITECTURES.register_lazy("scan_cci", "architectures.scan_cci:scan_cci", source="fbench built-in")
-ARCHITECTURES.register_family("timm", "architectures.timm_zoo:TimmFamily", source="fbench built-in")
+ARCHITECTURES.register_lazy("lanmsff", "fbench.architectures.lanmsff:lanmsff", source="fbench built-in")
+ARCHITECTURES.register_lazy("scan_cci", "fbench.architectures.scan_cci:scan_cci", source="fbench built-in")
+ARCHITECTURES.register_family("timm", "fbench.architectures.timm_zoo:TimmFamily", source="fbench built-in")
 
 
 def register_architecture(name: str, *, spec: ArchitectureSpec, description: str = ""

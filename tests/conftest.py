@@ -27,7 +27,7 @@ def _seed() -> None:
 @pytest.fixture(scope="session")
 def tiny_kdef(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """10 synthetic identities x 7 expressions x 5 poses (350 images), small: built in seconds."""
-    from fbench.data.synth import SynthConfig, build_synthetic_kdef
+    from fbench.data.synth.build import SynthConfig, build_synthetic_kdef
 
     root = tmp_path_factory.mktemp("synth") / "kdef"
     build_synthetic_kdef(root, SynthConfig(identities=10, sessions=1, image_size=(160, 128)), workers=2)

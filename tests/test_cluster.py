@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from fbench import results
+from fbench.run import store
 from fbench.cli import main
-from fbench.config import load_suite
-from fbench.runner import RunOptions, run_suite
+from fbench.suite.schema import load_suite
+from fbench.run.suite import RunOptions, run_suite
 
 pytest.importorskip("submitit")
 
@@ -52,7 +52,7 @@ def test_debug_executor_runs_the_job_path_and_gives_the_local_leaderboard(tmp_pa
     run = run_suite(smoke_suite(tmp_path), options(tiny_kdef, cache_dir, executor="debug"))
     assert [o.status for o in run.outcomes] == ["complete", "complete"]
     same_leaderboard(local_run, run)
-    jobs = results.read_json(tmp_path / "runs" / "smoke" / "jobs.json")["cells"]
+    jobs = store.read_json(tmp_path / "runs" / "smoke" / "jobs.json")["cells"]
     assert {entry["state"] for entry in jobs.values()} == {"finished"}
     assert all(entry["job_id"].startswith("DEBUG_") and entry["executor"] == "debug" for entry in jobs.values())
     for outcome in run.outcomes:  # the job recorded itself in the cell's folder
@@ -65,8 +65,8 @@ def test_checkpointed_job_resubmits_the_same_cell_and_skips_finished_ones(tmp_pa
     """submitit calls ``checkpoint`` on preemption and runs what it returns: the same cell, started again."""
     import submitit
 
-    from fbench.celljob import CellJob, JobSpec
-    from fbench.runner import Reporter, RunContext, prepare
+    from fbench.run.jobs import CellJob, JobSpec
+    from fbench.run.suite import Reporter, RunContext, prepare
 
     suite = smoke_suite(tmp_path)
     opts = options(tiny_kdef, cache_dir)
@@ -76,15 +76,15 @@ def test_checkpointed_job_resubmits_the_same_cell_and_skips_finished_ones(tmp_pa
     first, second = prepared.cells
     executor = submitit.DebugExecutor(tmp_path / "jobs")
     assert executor.submit(job, first.key).result()["status"] == "complete"
-    stamp = (context.folder(first) / results.RESULT).stat().st_mtime_ns
+    stamp = (context.folder(first) / store.RESULT).stat().st_mtime_ns
     (context.folder(second)).mkdir(parents=True)
-    (context.folder(second) / results.CONFIG).write_text("{}")  # a cell cut short by the preemption
+    (context.folder(second) / store.CONFIG).write_text("{}")  # a cell cut short by the preemption
     for key in (first.key, second.key):
         requeued = job.checkpoint(key)
         summary = executor.submit(requeued.function, *requeued.args).result()
         assert summary["status"] == "complete"
         assert summary["reused"] is (key == first.key)
-    assert (context.folder(first) / results.RESULT).stat().st_mtime_ns == stamp
+    assert (context.folder(first) / store.RESULT).stat().st_mtime_ns == stamp
 
 
 def test_local_jobs_two_at_once_log_to_one_sqlite_store(tmp_path, tiny_kdef, cache_dir, local_run):
@@ -94,7 +94,7 @@ def test_local_jobs_two_at_once_log_to_one_sqlite_store(tmp_path, tiny_kdef, cac
     assert [o.status for o in run.outcomes] == ["complete", "complete"]
     assert all(o.logged for o in run.outcomes)  # each job logged its own child run
     same_leaderboard(local_run, run)
-    jobs = results.read_json(tmp_path / "runs" / "smoke" / "jobs.json")["cells"]
+    jobs = store.read_json(tmp_path / "runs" / "smoke" / "jobs.json")["cells"]
     assert len({entry["job_id"] for entry in jobs.values()}) == 2
     assert all(Path(entry["stdout"]).is_file() for entry in jobs.values())
     from mlflow import MlflowClient
@@ -138,20 +138,20 @@ def test_preempted_local_job_is_requeued_and_finishes(tmp_path, tiny_kdef, cache
     assert target is not None, outcome.get("error")
     stamp = first_result.stat().st_mtime_ns
     time.sleep(2)  # into the cell's training
-    os.kill(results.read_json(target)["pid"], signal.SIGUSR2)
+    os.kill(store.read_json(target)["pid"], signal.SIGUSR2)
     worker.join(400)
     assert "error" not in outcome, outcome.get("error")
     run_ = outcome["run"]
     assert [o.status for o in run_.outcomes] == ["complete", "complete"]
     assert first_result.stat().st_mtime_ns == stamp
-    jobs = results.read_json(output / "jobs.json")["cells"]
+    jobs = store.read_json(output / "jobs.json")["cells"]
     log = Path(jobs[target.parent.name]["stdout"]).read_text()
     assert "requeued" in log and log.count("fbench: cell ") >= 2
 
 
 def test_status_shows_finished_failed_and_pending_cells(tmp_path, tiny_kdef, cache_dir, capsys, monkeypatch):
-    from fbench.cluster import JobsIndex, suite_status
-    from fbench.runner import Reporter, prepare
+    from fbench.run.executors import JobsIndex, suite_status
+    from fbench.run.suite import Reporter, prepare
 
     suite = smoke_suite(tmp_path, "architectures.0.recipe.lr=1e30", "architectures.0.recipe.optimizer=sgd",
                         "seeds=[0,1]", "budgets.smoke.seeds=2")
@@ -202,7 +202,7 @@ def test_slurm_submission_file_carries_the_resources(tmp_path, tiny_kdef, cache_
     for line in ("--partition=gpu", "--time=90", "--gpus-per-node=1", "--array=0-1%2", "--requeue",
                  "--account=proj1", "--signal=USR2@90", "module load cuda"):
         assert line in script, line
-    jobs = results.read_json(tmp_path / "runs" / "smoke" / "jobs.json")["cells"]
+    jobs = store.read_json(tmp_path / "runs" / "smoke" / "jobs.json")["cells"]
     assert sorted(entry["job_id"] for entry in jobs.values()) == ["777_0", "777_1"]
     assert all(entry["executor"] == "slurm" and entry["stderr"].endswith("777_0_0_log.err") or
                entry["stderr"].endswith("777_1_0_log.err") for entry in jobs.values())

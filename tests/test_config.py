@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fbench.config import (
+from fbench.suite.schema import (
     Budget,
     SuiteError,
     budget_cuts,
@@ -390,7 +390,7 @@ def test_training_conditions_by_suite_and_by_architecture(tmp_path):
 
 
 def test_engine_settings_reach_the_cells_and_only_non_defaults_change_keys(tmp_path):
-    from fbench.cells import expand_cells
+    from fbench.run.cells import expand_cells
 
     path = write(tmp_path, MINIMAL)
     plain = expand_cells(load_suite(path), "/data", True, {"main": 10}, "smoke")

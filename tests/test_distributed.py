@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fbench import results
+from fbench.run import store
 from fbench.engine.distributed import ParallelPlan
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
@@ -45,11 +45,11 @@ def test_a_batch_is_shared_out_whole_and_weighted_by_its_rows():
 def cell_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cell folder (config, split, checkpoint) of the smoke suite's resnet18 cell on a tiny synthetic set; the
     checkpoint holds seeded, untrained weights: evaluation does not care how they were found."""
-    from fbench.config import load_suite
-    from fbench.data.synth import SynthConfig, build_synthetic_kdef
+    from fbench.suite.schema import load_suite
+    from fbench.data.synth.build import SynthConfig, build_synthetic_kdef
     from fbench.engine import save_state
     from fbench.registry import get_architecture
-    from fbench.runner import Reporter, RunOptions, prepare
+    from fbench.run.suite import Reporter, RunOptions, prepare
 
     base = tmp_path_factory.mktemp("dist")
     root = base / "kdef"
@@ -58,26 +58,26 @@ def cell_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     prepared = prepare(suite, RunOptions(data={"kdef": str(root)}, cache_dir=base / "cache"), Reporter())
     cell = prepared.cells[0]
     folder = base / "runs" / cell.suite / cell.key
-    results.write_json(folder / results.CONFIG, cell.to_dict())
-    prepared.splits[cell.view][cell.fold].save(folder / results.SPLIT)
+    store.write_json(folder / store.CONFIG, cell.to_dict())
+    prepared.splits[cell.view][cell.fold].save(folder / store.SPLIT)
     torch.manual_seed(cell.seed)
     model = get_architecture(cell.architecture).build(prepared.table.num_classes, **cell.options)
-    save_state(model, folder / results.CHECKPOINT)
+    save_state(model, folder / store.CHECKPOINT)
     return folder
 
 
 def test_two_processes_predict_a_checkpoint_exactly_as_one(cell_folder, tmp_path):
-    from fbench.predict_cell import main, predict_cell
+    from fbench.run.predict import main, predict_cell
 
     cache = cell_folder.parents[2] / "cache"
     one = tmp_path / "one.csv.gz"
     assert main([str(cell_folder), "--out", str(one), "--batch-size", "16", "--cache-dir", str(cache)]) == 0
     two = tmp_path / "two.csv.gz"
-    torchrun("-m", "fbench.predict_cell", str(cell_folder), "--out", str(two), "--batch-size", "16",
+    torchrun("-m", "fbench.run.predict", str(cell_folder), "--out", str(two), "--batch-size", "16",
              "--cache-dir", str(cache))
-    single, sharded = results.read_predictions(one), results.read_predictions(two)
-    split = json.loads((cell_folder / results.SPLIT).read_text())
-    conditions = ["clean", *[c for c in json.loads((cell_folder / results.CONFIG).read_text())["conditions"]
+    single, sharded = store.read_predictions(one), store.read_predictions(two)
+    split = json.loads((cell_folder / store.SPLIT).read_text())
+    conditions = ["clean", *[c for c in json.loads((cell_folder / store.CONFIG).read_text())["conditions"]
                              if c not in ("clean", "pose")]]
     assert len(sharded) == len(split["test"]) * len(conditions)  # complete: every test sample, every condition
     assert list(sharded["condition"].drop_duplicates()) == conditions

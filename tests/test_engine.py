@@ -418,7 +418,7 @@ def test_predictions_frame_has_the_metrics_columns() -> None:
     assert frame["pred"].tolist() == [1, 0] and frame["label"].tolist() == [1, 2]
     assert frame["pose"].tolist() == ["FL", "S"] and frame["subject"].tolist() == ["", ""]
     assert frame["condition"].eq("clean").all() and frame["logit_1"].iloc[0] == pytest.approx(2.0)
-    from fbench.metrics import condition_metrics
+    from fbench.score.metrics import condition_metrics
 
     assert isinstance(condition_metrics(frame, 3), pd.DataFrame)
     with pytest.raises(FbenchError, match="line up"):

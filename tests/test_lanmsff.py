@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from architectures.lanmsff import LANMSFF, PWFS, ChannelShuffle, MassAtt
+from fbench.architectures.lanmsff import LANMSFF, PWFS, ChannelShuffle, MassAtt
 from fbench.errors import FbenchError, ProfileError
 from fbench.registry import get_architecture
 

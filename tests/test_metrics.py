@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from fbench.errors import FbenchError
-from fbench.metrics import (
+from fbench.score.metrics import (
     classification_metrics,
     condition_metrics,
     confusion_matrix,

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from fbench.errors import FbenchError
-from fbench.report import (
+from fbench.report.document import (
     PLOT_FILES,
     SYNTHETIC_BANNER,
     ReportData,

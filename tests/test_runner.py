@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from fbench import results
-from fbench.config import load_suite
-from fbench.runner import RunOptions, rescore_suite, run_suite
+from fbench.run import store
+from fbench.suite.schema import load_suite
+from fbench.run.suite import RunOptions, rescore_suite, run_suite
 
 SMOKE = Path(__file__).resolve().parents[1] / "suites" / "smoke.yaml"
 
@@ -37,8 +37,8 @@ def test_smoke_suite_runs_logs_and_reports(tmp_path, tiny_kdef):
     assert {"clean", "occlusion:kind=rectangle,severity=0.25", "mask:kind=surgical"} <= conditions
     assert set(board.per_pose["pose"]) == {"FL", "HL", "S", "HR", "FR"}
     for outcome in run.outcomes:
-        for name in (results.CONFIG, results.SPLIT, results.HISTORY, results.PREDICTIONS, results.METRICS,
-                     results.CHECKPOINT, results.RESULT):
+        for name in (store.CONFIG, store.SPLIT, store.HISTORY, store.PREDICTIONS, store.METRICS,
+                     store.CHECKPOINT, store.RESULT):
             assert (outcome.folder / name).is_file(), name
     markdown = run.report["markdown"].read_text()
     assert "Synthetic data" in markdown and "accuracy_by_pose.png" in markdown
@@ -60,7 +60,7 @@ def test_second_run_trains_nothing_and_gives_the_same_leaderboard(tmp_path, tiny
     def refuse(*args, **kwargs):
         raise AssertionError("a finished cell must not be trained again")
 
-    monkeypatch.setattr("fbench.runner._train_and_predict", refuse)
+    monkeypatch.setattr("fbench.run.suite._train_and_predict", refuse)
     second = run_suite(smoke_suite(tmp_path), options(tmp_path, tiny_kdef, write_report=False))
     assert all(o.reused for o in second.outcomes)
     assert first.leaderboards[0].aggregate.equals(second.leaderboards[0].aggregate)
@@ -70,7 +70,7 @@ def test_second_run_trains_nothing_and_gives_the_same_leaderboard(tmp_path, tiny
 
 
 def test_cell_keys_follow_the_configuration(tmp_path, tiny_kdef):
-    from fbench.runner import Reporter, prepare
+    from fbench.run.suite import Reporter, prepare
 
     base = prepare(smoke_suite(tmp_path), options(tmp_path, tiny_kdef), Reporter())
     again = prepare(smoke_suite(tmp_path), options(tmp_path, tiny_kdef), Reporter())
@@ -92,7 +92,7 @@ def test_a_nan_loss_fails_its_cell_and_the_suite_goes_on(tmp_path, tiny_kdef):
 
 
 def test_interrupted_run_resumes_without_retraining(tmp_path, tiny_kdef, monkeypatch):
-    import fbench.runner as runner
+    import fbench.run.suite as runner
 
     original = runner._train_and_predict
     calls = []
@@ -139,7 +139,7 @@ def test_kill_9_midway_then_rerun_finishes(tmp_path, tiny_kdef):
 
 
 def test_every_suite_file_validates():
-    from fbench.config import validate_suite_file
+    from fbench.suite.schema import validate_suite_file
 
     suites = sorted((Path(__file__).resolve().parents[1] / "suites").glob("*.yaml"))
     assert suites

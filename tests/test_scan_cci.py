@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
-from architectures.scan_cci import SCANCCI, extract_patches
+from fbench.architectures.scan_cci import SCANCCI, extract_patches
 from fbench.errors import FbenchError, VariantError
 from fbench.registry import get_architecture
 

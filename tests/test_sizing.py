@@ -6,8 +6,8 @@ import collections
 
 import pytest
 
-from fbench.config import Budget, budget_cuts, merge_budget
-from fbench.sizing import (
+from fbench.suite.schema import Budget, budget_cuts, merge_budget
+from fbench.run.sizing import (
     MIN_IMAGES_PER_CLASS,
     TRAIN_PASSES,
     compute_capped_images,
@@ -51,7 +51,7 @@ def test_quick_budget_states_its_caps():
 
 
 def test_budget_cuts_name_compute_and_evaluation_caps(tmp_path):
-    from fbench.config import load_suite
+    from fbench.suite.schema import load_suite
 
     path = tmp_path / "s.yaml"
     path.write_text("name: s\nviews: [{name: sd, kind: subject_kfold, folds: 5}]\narchitectures: [{name: lanmsff}]\n"
@@ -63,8 +63,8 @@ def test_budget_cuts_name_compute_and_evaluation_caps(tmp_path):
 
 
 def test_validation_cap_falls_back_to_the_evaluation_cap():
-    from fbench.cells import Cell
-    from fbench.runner import _eval_ids
+    from fbench.run.cells import Cell
+    from fbench.run.suite import _eval_ids
 
     class Table:
         frame = __import__("pandas").DataFrame({"sample_id": IDS, "label": LABELS})

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from fbench.errors import FbenchError
-from fbench.stats import (
+from fbench.score.stats import (
     aggregate_runs,
     compare_architectures,
     holm_adjust,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fbench.cells import Cell
-from fbench.config import load_suite, validate_suite_file
+from fbench.run.cells import Cell
+from fbench.suite.schema import load_suite, validate_suite_file
 from fbench.data.table import REQUIRED_COLUMNS, SampleTable
-from fbench.metrics import condition_metrics
-from fbench.runner import _subset_predictions
+from fbench.score.metrics import condition_metrics
+from fbench.run.suite import _subset_predictions
 
 
 def table_with_tags() -> SampleTable:

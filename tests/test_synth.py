@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fbench.data.synth import (EXPRESSION_LABELS, KDEF_EXPRESSIONS, MANIFEST_COLUMNS, SynthConfig,
+from fbench.data.synth.build import (EXPRESSION_LABELS, KDEF_EXPRESSIONS, MANIFEST_COLUMNS, SynthConfig,
                                build_synthetic_kdef, make_identity, render_arrays, render_face, render_sample,
                                sample_nuisance)
 from fbench.data.table import BOX_COLUMNS, CANONICAL_LABELS, KDEF_POSES, LANDMARK_COLUMNS
@@ -61,7 +61,7 @@ def test_layout_names_manifest_and_marker_follow_kdef(tiny_builds) -> None:
     live = manifest.loc[manifest["expression"] != "NE", "intensity"]
     assert live.between(0.35, 1.0).all()
     marker = json.loads((root / "fbench_synthetic.json").read_text())
-    assert marker["synthetic"] is True and marker["generator"] == "fbench.data.synth"
+    assert marker["synthetic"] is True and marker["generator"] == "fbench.data.synth.build"
     assert marker["count"] == len(images) and marker["image_size"] == [80, 64] and marker["sessions"] == 1
 
 

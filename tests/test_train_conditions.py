@@ -47,9 +47,9 @@ def test_a_bad_training_condition_names_the_problem():
 
 
 def test_a_suite_trains_one_entry_with_masks(tmp_path, tiny_kdef):
-    from fbench import results
-    from fbench.config import load_suite
-    from fbench.runner import RunOptions, run_suite
+    from fbench.run import store
+    from fbench.suite.schema import load_suite
+    from fbench.run.suite import RunOptions, run_suite
 
     suite_file = tmp_path / "masked.yaml"
     suite_file.write_text(
@@ -63,7 +63,7 @@ def test_a_suite_trains_one_entry_with_masks(tmp_path, tiny_kdef):
                          write_report=False)
     run = run_suite(load_suite(suite_file), options)
     assert [o.status for o in run.outcomes] == ["complete", "complete"]
-    configs = {o.cell.label: results.read_json(o.folder / results.CONFIG) for o in run.outcomes}
+    configs = {o.cell.label: store.read_json(o.folder / store.CONFIG) for o in run.outcomes}
     assert configs["clean-trained"]["train_conditions"] == []
     assert configs["mask-trained"]["train_conditions"] == ["mask:kind=surgical"]
     board = run.leaderboards[0].aggregate

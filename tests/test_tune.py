@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fbench.config import SuiteError, load_suite, validate_suite_file
+from fbench.suite.schema import SuiteError, load_suite, validate_suite_file
 from fbench.errors import FbenchError
 from fbench.registry import get_architecture
 from fbench.tune import TuneOptions, run_tune
-from fbench.tune.space import default_space, parse_space
+from fbench.suite.search import default_space, parse_space
 
 optuna = pytest.importorskip("optuna")
 
@@ -51,7 +51,7 @@ def tiny_plugin(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def tiny_kdef(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """4 synthetic identities x 7 expressions x 5 poses (140 images), small: built in seconds."""
-    from fbench.data.synth import SynthConfig, build_synthetic_kdef
+    from fbench.data.synth.build import SynthConfig, build_synthetic_kdef
 
     root = tmp_path_factory.mktemp("synth") / "kdef"
     build_synthetic_kdef(root, SynthConfig(identities=4, sessions=1, image_size=(96, 80)), workers=2)
@@ -154,7 +154,7 @@ def test_an_architecture_declares_its_space_beside_its_module(tmp_path, clean_ar
     (tmp_path / "side_plugin.search.yaml").write_text("side_tune:\n  lr: [0.1, 0.01]\n  options.hidden: [8, 32]\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     from fbench.registry import load_plugins
-    from fbench.tune.space import side_file_space
+    from fbench.suite.search import side_file_space
 
     load_plugins(["side_plugin"])
     space = side_file_space(get_architecture("side_tune"), {}, {})
@@ -338,7 +338,7 @@ def test_two_processes_share_one_storage(tmp_path, tiny_kdef, tiny_plugin, stora
 
 
 def test_best_yaml_round_trips_into_run_params_and_tuned_from(tmp_path, tiny_kdef, tiny_plugin):
-    from fbench.runner import Reporter, RunOptions, prepare
+    from fbench.run.suite import Reporter, RunOptions, prepare
 
     suite_path = write_suite(tmp_path, tiny_plugin)
     result = run_tune(load_suite(suite_path), tune_options(tmp_path, tiny_kdef, trials=1))

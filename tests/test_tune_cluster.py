@@ -11,11 +11,11 @@ import pytest
 import yaml
 from test_tune import tiny_plugin, tune_options, write_suite  # noqa: F401 (tiny_plugin: a fixture)
 
-from fbench import results
-from fbench.cluster import GpuSlots, submit_local, visible_gpus
-from fbench.config import load_suite
+from fbench.run import store
+from fbench.run.executors import GpuSlots, submit_local, visible_gpus
+from fbench.suite.schema import load_suite
 from fbench.errors import FbenchError
-from fbench.tune.cluster import TuneCluster, TuneJobSpec, TuneWorker, shareable_storage, submit_tune, trial_shares
+from fbench.tune.workers import TuneCluster, TuneJobSpec, TuneWorker, shareable_storage, submit_tune, trial_shares
 from fbench.tune.study import resolve_storage
 
 optuna = pytest.importorskip("optuna")
@@ -104,7 +104,7 @@ def test_storages_jobs_cannot_share_are_refused(tmp_path, tiny_kdef, tiny_plugin
 def test_two_local_job_workers_fill_one_journal_study(tmp_path, tiny_kdef, tiny_plugin, monkeypatch):
     """Two submitit local jobs on one journal file: 4 trials in all, 2 each, every one finished; each job got
     its own (pretended) GPU."""
-    monkeypatch.setattr("fbench.tune.cluster.visible_gpus", lambda: ["0", "1"])
+    monkeypatch.setattr("fbench.tune.workers.visible_gpus", lambda: ["0", "1"])
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     suite = load_suite(write_suite(tmp_path, tiny_plugin))
     notes: list[str] = []
@@ -116,7 +116,7 @@ def test_two_local_job_workers_fill_one_journal_study(tmp_path, tiny_kdef, tiny_
     assert all(t.state.is_finished() for t in study.trials) and sorted(t.number for t in study.trials) == [0, 1, 2, 3]
     assert len(result.outcomes) == 4 and result.best_path == (tmp_path / "out" / "best.yaml").resolve()
     assert yaml.safe_load(result.best_path.read_text())["trials"]["complete"] >= 1
-    jobs = results.read_json(tmp_path / "out" / "jobs.json")
+    jobs = store.read_json(tmp_path / "out" / "jobs.json")
     assert {w["state"] for w in jobs["workers"].values()} == {"finished"}
     assert sorted(w["gpus"] for w in jobs["workers"].values()) == ["0", "1"]
     assert sum("finished: 2 trials" in text for text in notes) == 2
@@ -192,7 +192,7 @@ def test_slurm_script_for_tuning_workers_carries_the_resources(tmp_path, tiny_kd
     for line in ("--partition=gpu", "--time=60", "--gpus-per-node=1", "--cpus-per-task=4", "--array=0-2%3",
                  "--requeue", "--account=proj1", "--signal=USR2@90", "module load cuda", "--job-name=fbench-tune-out"):
         assert line in script, line
-    jobs = results.read_json(tmp_path / "out" / "jobs.json")
+    jobs = store.read_json(tmp_path / "out" / "jobs.json")
     assert sorted(w["job_id"] for w in jobs["workers"].values()) == ["777_0", "777_1", "777_2"]
     assert any("must be on a filesystem every node sees" in text for text in notes)  # tmp_path is under /tmp
     assert any("7 trials in all (3, 2, 2)" in text for text in notes)

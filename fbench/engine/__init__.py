@@ -6,7 +6,7 @@ that every metric is computed from.
 """
 
 from fbench.engine.checkpoint import load_state, save_state
-from fbench.engine.data import EvalData, TrainData
+from fbench.engine.tensors import EvalData, TrainData
 from fbench.engine.errors import NonFiniteLossError
 from fbench.engine.loop import TrainResult, evaluation_sums, selection_monitor, train_model
 from fbench.engine.optim import Scheduler, build_optimizer, build_scheduler, param_groups, scheduler_step

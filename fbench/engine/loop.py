@@ -23,7 +23,7 @@ from torch import nn
 from fbench.contract import ArchitectureSpec, Recipe, compute_loss
 from fbench.data.transforms import BatchAugment, eval_transform
 from fbench.engine.checkpoint import load_state, save_state
-from fbench.engine.data import EvalData, TrainData
+from fbench.engine.tensors import EvalData, TrainData
 from fbench.engine.distributed import ParallelPlan, active_plan
 from fbench.engine.errors import NonFiniteLossError
 from fbench.engine.optim import build_optimizer, build_scheduler, group_lr, plateau_monitor, scheduler_step

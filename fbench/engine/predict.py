@@ -81,7 +81,7 @@ def predict_logits(model: nn.Module, images_uint8: torch.Tensor, spec: Architect
 def predictions_frame(logits: torch.Tensor | np.ndarray, labels: torch.Tensor | Sequence[int],
                       sample_ids: Sequence[str], condition: str | None,
                       poses: Sequence[str] | None = None, subjects: Sequence[str] | None = None) -> pd.DataFrame:
-    """The per-sample predictions that ``fbench.metrics`` consumes: columns ``condition``, ``sample_id``,
+    """The per-sample predictions that ``fbench.score.metrics`` consumes: columns ``condition``, ``sample_id``,
     ``label``, ``pred`` (argmax), ``pose``, ``subject`` ("" where unknown) and ``logit_0 .. logit_{K-1}``."""
     scores = logits.detach().float().cpu().numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
     true = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)

@@ -17,13 +17,13 @@ from typing import Any
 
 import torch
 
-from fbench.cells import Cell, expand_cells
-from fbench.config import ArchitectureConfig, EngineConfig, Suite
+from fbench.run.cells import Cell, expand_cells
+from fbench.suite.schema import ArchitectureConfig, EngineConfig, Suite
 from fbench.data.splits import Split
 from fbench.engine import EvalData, NonFiniteLossError, TrainData, train_model
 from fbench.errors import FbenchError
 from fbench.registry import get_architecture
-from fbench.tune.space import SearchSpace, to_overrides
+from fbench.suite.search import SearchSpace, to_overrides
 
 # Objectives: what each one measures and which way is better.
 VALIDATION_OBJECTIVES = {"val_accuracy": "maximize", "val_loss": "minimize"}
@@ -41,7 +41,7 @@ class TrialFailed(FbenchError):
 def parse_objectives(text: str | Sequence[str]) -> list[str]:
     """``"val_accuracy,macs"`` -> ``["val_accuracy", "macs"]``, checked: known names, no repeats, at least one
     validation metric (costs alone need no training)."""
-    from fbench.config import _hint
+    from fbench.suite.schema import _hint
 
     names = [part.strip() for part in (text.split(",") if isinstance(text, str) else text) if part.strip()]
     if not names:
@@ -67,7 +67,7 @@ class TuningSetup:
     split: Split
     fold: int
     folds: int
-    context: Any  # fbench.runner.RunContext (table, device, decoded-image cache)
+    context: Any  # fbench.run.suite.RunContext (table, device, decoded-image cache)
     dataset_root: str
     synthetic: bool
     fallback: bool
@@ -87,7 +87,7 @@ class TuningSetup:
 
 def tuning_data(cell: Cell, setup: TuningSetup) -> tuple[TrainData, EvalData]:
     """The fold's training and validation parts, cut to the budget as the runner cuts them; no test."""
-    from fbench.runner import _eval_ids, _train_ids, _training_images
+    from fbench.run.suite import _eval_ids, _train_ids, _training_images
 
     split = setup.split
     train_ids = _train_ids(cell, split, setup.context.table)

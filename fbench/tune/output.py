@@ -17,10 +17,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from fbench.config import ArchitectureConfig, Suite
+from fbench.suite.schema import ArchitectureConfig, Suite
 from fbench.tune.objective import FAILED, PRUNED
-from fbench.tune.params import TUNED_FORMAT
-from fbench.tune.space import SearchSpace
+from fbench.suite.tuned import TUNED_FORMAT
+from fbench.suite.search import SearchSpace
 
 PLOTS = {
     "history": ("optimization_history.png", "Optimisation history"),
@@ -101,7 +101,7 @@ def best_document(study: Any, trial: Any, front: Sequence[Any], *, suite: Suite,
 
 
 def _write_text(path: Path, text: str) -> None:
-    from fbench.results import write_atomic
+    from fbench.run.store import write_atomic
 
     write_atomic(path, text.encode("utf-8"))
 
@@ -166,8 +166,8 @@ def write_outputs(study: Any, out: Path, *, suite: Suite, entry: ArchitectureCon
                   notes: Sequence[str], report: bool = True) -> tuple[Path | None, dict[str, Path]]:
     """Write ``best.yaml`` (when a trial completed) and, with ``report``, the plots and
     ``report.md``/``report.html`` into ``out``."""
-    from fbench.report import _html, _png
-    from fbench.results import write_atomic
+    from fbench.report.document import _html, _png
+    from fbench.run.store import write_atomic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -251,6 +251,6 @@ def _blocks(study: Any, document: dict[str, Any] | None, objectives: Sequence[st
 
 
 def _markdown(blocks: Sequence[tuple[Any, ...]]) -> str:
-    from fbench.report import _markdown as report_markdown
+    from fbench.report.document import _markdown as report_markdown
 
     return report_markdown(blocks, {name: file for name, (file, _title) in PLOTS.items()})

@@ -3,7 +3,7 @@
 The study lives in its storage (``sqlite:///optuna.db`` by default; any Optuna RDB URL such as
 ``postgresql://...`` or ``mysql://...`` for many machines; a journal file, ``journal:PATH`` or a path ending in
 ``.log``/``.journal``, for several processes on one machine, or on many through a shared filesystem; see
-``fbench.tune.cluster`` for workers submitted as cluster jobs). It is created on first use and loaded after that,
+``fbench.tune.workers`` for workers submitted as cluster jobs). It is created on first use and loaded after that,
 so running the same command again adds trials to it and several processes started on one storage share it.
 A study remembers what it was started for (suite, architecture, budget, fold, dataset, objectives); resuming
 it for something else is refused rather than mixing incomparable trials.
@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fbench.celljob import TrackingTarget
-from fbench.config import ArchitectureConfig, Suite, select_architectures
+from fbench.run.jobs import TrackingTarget
+from fbench.suite.schema import ArchitectureConfig, Suite, select_architectures
 from fbench.errors import FbenchError
 from fbench.tune.objective import (COMPLETE, FAILED, OBJECTIVES, PRUNED, Objective, TrialFailed, TrialOutcome,
                                    TuningSetup, parse_objectives)
-from fbench.tune.space import SearchSpace
+from fbench.suite.search import SearchSpace
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 DEFAULT_BUDGET = "tune"
@@ -64,7 +64,7 @@ class TuneOptions:
     report: bool = True  # plots and report.md/report.html beside best.yaml
     cache_dir: Path | None = None
     synthetic_folder: Path | None = None
-    worker: WorkerTag | None = None  # set in a cluster job (fbench.tune.cluster): one of several workers
+    worker: WorkerTag | None = None  # set in a cluster job (fbench.tune.workers): one of several workers
 
 
 @dataclass(frozen=True)
@@ -243,8 +243,8 @@ def _check_identity(study: Any, identity: dict[str, Any], storage: str) -> None:
 def prepare_setup(suite: Suite, entry: ArchitectureConfig, options: TuneOptions, budget: str,
                   note: Callable[[str], None]) -> TuningSetup:
     """The dataset, the main protocol's fold and the decoded-image cache the trials share."""
-    from fbench.devices import resolve_device
-    from fbench.runner import SYNTHETIC_FOLDER, RunContext, choose_dataset, load_table, split_table
+    from fbench.engine.devices import resolve_device
+    from fbench.run.suite import SYNTHETIC_FOLDER, RunContext, choose_dataset, load_table, split_table
 
     choice = choose_dataset(suite, options.data, note, options.synthetic_folder or SYNTHETIC_FOLDER)
     table = load_table(choice)
@@ -286,7 +286,7 @@ class StudyPlan:
 
 def plan_study(suite: Suite, options: TuneOptions) -> StudyPlan:
     """Check the command's choices against the suite (objectives, trials, budget, ``--arch``, search space)."""
-    from fbench.tune.params import space_for
+    from fbench.suite.tuned import space_for
 
     objectives = parse_objectives(options.objective)
     if options.trials is not None and options.trials < 1:

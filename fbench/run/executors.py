@@ -8,7 +8,7 @@ submitit's ``LocalExecutor`` (at most ``max_parallel`` at once; on a machine wit
 its ``DebugExecutor``: the same job code in both, so the tests exercise what a cluster runs.
 
 Each job rebuilds the suite's context and runs its cell into the cell's hashed folder on the shared filesystem
-(``fbench.celljob``). This process waits for the jobs (unless ``--no-wait``), then builds the leaderboard and
+(``fbench.run.jobs``). This process waits for the jobs (unless ``--no-wait``), then builds the leaderboard and
 the report from the folders, exactly as a local run does. Jobs are requeued when preempted or out of time.
 
 ``<output>/<suite>/jobs.json`` records the latest job of each cell (id, executor, log files, state); submitit's
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fbench import results
-from fbench.celljob import JOB_RECORD, CellJob, JobSpec, tail
+from fbench.run import store
+from fbench.run.jobs import JOB_RECORD, CellJob, JobSpec, tail
 from fbench.errors import FbenchError
 
 JOBS_INDEX = "jobs.json"
@@ -87,7 +87,7 @@ def read_jobs_index(output: Path, suite: str) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         return {}
     try:
-        return dict(results.read_json(path).get("cells", {}))
+        return dict(store.read_json(path).get("cells", {}))
     except (OSError, ValueError, AttributeError):
         return {}
 
@@ -109,7 +109,7 @@ class JobsIndex:
         entry.update(changes)
 
     def save(self) -> None:
-        results.write_json(self.path, {"format": 1, "cells": self.cells})
+        store.write_json(self.path, {"format": 1, "cells": self.cells})
 
 
 # --------------------------------------------------------------------------------------------------- executor
@@ -124,11 +124,11 @@ class SubmititExecutor:
         self.kind = kind
 
     def run(self, cells: list[Any], run_one: Any, on_done: Callable[[Any], None]) -> list[Any]:
-        from fbench.runner import CellOutcome, CellRunner
+        from fbench.run.suite import CellOutcome, CellRunner
 
         if not isinstance(run_one, CellRunner):
             raise FbenchError(f"the {self.kind} executor needs the suite to rebuild each cell inside its job; call "
-                              f"it through fbench.runner.run_suite")
+                              f"it through fbench.run.suite.run_suite")
         context, options = run_one.context, run_one.options
         resources = resolve_resources(self.kind, run_one.suite.resources, options.resources)
         if not options.wait and self.kind != "slurm":
@@ -138,8 +138,8 @@ class SubmititExecutor:
         todo = []
         for cell in cells:
             folder = context.folder(cell)
-            previous = results.finished_result(folder)
-            if previous is not None and (previous["status"] == results.COMPLETE or not options.retry_failed):
+            previous = store.finished_result(folder)
+            if previous is not None and (previous["status"] == store.COMPLETE or not options.retry_failed):
                 outcome = CellOutcome(cell, folder, previous["status"], reused=True, reason=previous.get("reason", ""))
                 on_done(outcome)
                 outcomes.append(outcome)
@@ -355,7 +355,7 @@ class _JobRuns:
         return finished
 
     def _outcome(self, cell: Any, job: Any) -> Any:
-        from fbench.runner import CellOutcome
+        from fbench.run.suite import CellOutcome
 
         folder = self.context.folder(cell)
         summary: dict[str, Any] = {}
@@ -364,10 +364,10 @@ class _JobRuns:
             summary = job.result()
         except Exception as failure:  # the job died: an error in the cell, the node, or the scheduler
             error = failure
-        record = results.finished_result(folder)
+        record = store.finished_result(folder)
         ended = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         if error is None and record is not None:
-            self.index.record(cell.key, state="finished" if record["status"] == results.COMPLETE else "failed",
+            self.index.record(cell.key, state="finished" if record["status"] == store.COMPLETE else "failed",
                               ended=ended, reason=record.get("reason", ""))
             return CellOutcome(cell, folder, record["status"], reused=bool(summary.get("reused")),
                                reason=record.get("reason", ""), seconds=float(summary.get("seconds", 0.0)),
@@ -375,7 +375,7 @@ class _JobRuns:
         last = last_line(str(error)) if error is not None else "the job ended without writing the cell's result"
         reason = f"job {job.job_id} failed: {last} (log: {job.paths.stderr})"
         self.index.record(cell.key, state="failed", ended=ended, reason=reason)
-        return CellOutcome(cell, folder, results.FAILED, reused=False, reason=reason, logged=True)
+        return CellOutcome(cell, folder, store.FAILED, reused=False, reason=reason, logged=True)
 
     def interrupted(self) -> None:
         """Ctrl-C: local jobs are this process's children and stop with it; SLURM jobs run on."""
@@ -425,9 +425,9 @@ def suite_status(output: Path, cells: list[Any]) -> list[CellStatus]:
         job = jobs.get(cell.key, {})
         row = CellStatus(cell.name, cell.key, "pending", folder, str(job.get("job_id", "")), job.get("executor", ""),
                          job.get("stderr", ""))
-        record = results.finished_result(folder)
+        record = store.finished_result(folder)
         if record is not None:
-            row.state = "finished" if record["status"] == results.COMPLETE else "failed"
+            row.state = "finished" if record["status"] == store.COMPLETE else "failed"
             row.reason = record.get("reason", "")
         elif job:
             started = _started_record(folder, row.job_id)
@@ -448,7 +448,7 @@ def _started_record(folder: Path, job_id: str) -> bool:
     if not path.is_file() or not job_id:
         return False
     try:
-        return str(results.read_json(path).get("job_id", "")) == job_id
+        return str(store.read_json(path).get("job_id", "")) == job_id
     except (OSError, ValueError):
         return False
 

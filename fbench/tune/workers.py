@@ -1,6 +1,6 @@
 """``fbench tune --executor slurm|local-jobs|debug --workers W``: one study filled by W jobs.
 
-The workers are submitted through the executors and resources of ``fbench run --executor`` (``fbench.cluster``:
+The workers are submitted through the executors and resources of ``fbench run --executor`` (``fbench.run.executors``:
 a SLURM job array, local processes with a GPU each, or in-process for debugging). Each job rebuilds the suite's
 tuning setup and runs the same loop as the local command (:func:`fbench.tune.study.run_tune`) on the one
 storage they share, so the storage must be one that every job can reach and write safely: a PostgreSQL or MySQL
@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fbench import results
-from fbench.celljob import TrackingTarget, job_environment
-from fbench.cluster import (DEFAULTS, POLL_SECONDS, GpuSlots, Resources, last_line, make_executor,
+from fbench.run import store
+from fbench.run.jobs import TrackingTarget, job_environment
+from fbench.run.executors import (DEFAULTS, POLL_SECONDS, GpuSlots, Resources, last_line, make_executor,
                             resolve_resources, submit_local, visible_gpus)
-from fbench.config import Suite
+from fbench.suite.schema import Suite
 from fbench.errors import FbenchError
 from fbench.tune.objective import COMPLETE, FAILED, PRUNED, TrialOutcome
 from fbench.tune.study import (StudyPlan, TuneOptions, TuneResult, WorkerTag, fail_orphans, folder_name,
@@ -343,7 +343,7 @@ class _WorkerRuns:
             self._save()
 
     def _save(self) -> None:
-        results.write_json(self.record, self.jobs)
+        store.write_json(self.record, self.jobs)
 
     def interrupted(self) -> None:
         """Ctrl-C: local workers are this process's children and stop with it; SLURM workers run on."""

@@ -122,7 +122,7 @@ def searchable_names(architecture: Architecture, base: Recipe | None = None) -> 
 
 def name_problem(name: str, architecture: Architecture, base: Recipe | None = None) -> str | None:
     """Why ``name`` is not a parameter of ``architecture`` (with did-you-mean), or None when it is."""
-    from fbench.config import _hint
+    from fbench.suite.schema import _hint
 
     base = base or architecture.spec.recipe
     known = searchable_names(architecture, base)
@@ -153,7 +153,7 @@ def to_overrides(params: Mapping[str, Any], architecture: Architecture, recipe: 
 
     Nested recipe fields (``schedule.params.factor``) replace their whole field, built from the recipe the entry
     resolves to, because suites replace ``schedule`` and ``early_stopping`` as a whole."""
-    from fbench.config import recipe_with_overrides
+    from fbench.suite.schema import recipe_with_overrides
 
     new_recipe = dict(recipe)
     new_options = dict(options)
@@ -193,7 +193,7 @@ def _plain(value: Any) -> Any:
 def value_problems(params: Mapping[str, Any], architecture: Architecture, recipe: Mapping[str, Any],
                    options: Mapping[str, Any]) -> list[Problem]:
     """Problems with giving ``params`` these values, keyed by parameter name (empty: all valid)."""
-    from fbench.config import recipe_problems
+    from fbench.suite.schema import recipe_problems
 
     problems: list[Problem] = []
     for name, value in params.items():
@@ -220,7 +220,7 @@ def value_problems(params: Mapping[str, Any], architecture: Architecture, recipe
 def parse_param(name: str, raw: Any, architecture: Architecture, recipe: Mapping[str, Any],
                 options: Mapping[str, Any]) -> tuple[Param | None, list[Problem]]:
     """One parameter of a ``search:`` block; problems are keyed relative to the parameter."""
-    from fbench.config import _hint
+    from fbench.suite.schema import _hint
 
     if isinstance(raw, list):
         raw = {"type": "categorical", "choices": raw}
@@ -344,7 +344,7 @@ def _looks_numeric(text: str) -> bool:
 
 
 def _recipe_value(name: str, architecture: Architecture, recipe: Mapping[str, Any]) -> Any:
-    from fbench.config import recipe_with_overrides
+    from fbench.suite.schema import recipe_with_overrides
 
     try:
         node: Any = recipe_with_overrides(architecture.spec.recipe, recipe)
@@ -366,7 +366,7 @@ def parse_space(raw: Any, architecture: Architecture, recipe: Mapping[str, Any] 
     options = dict(options or {})
     if not isinstance(raw, Mapping) or not raw:
         return None, [((), "a search space is a non-empty mapping of parameter names to distributions")]
-    from fbench.config import recipe_with_overrides
+    from fbench.suite.schema import recipe_with_overrides
 
     try:
         base = recipe_with_overrides(architecture.spec.recipe, recipe)
@@ -395,7 +395,7 @@ def default_space(architecture: Architecture, recipe: Mapping[str, Any] | None =
     """The built-in space: lr (log, a decade either side of the recipe's), weight_decay (log, 1e-6..1e-2),
     batch_size (half, same, double the recipe's) and every declared boolean or fixed-choice variant option
     that does not change the input."""
-    from fbench.config import recipe_with_overrides
+    from fbench.suite.schema import recipe_with_overrides
 
     base = recipe_with_overrides(architecture.spec.recipe, recipe or {})
     sizes = sorted({max(1, base.batch_size // 2), base.batch_size, base.batch_size * 2})

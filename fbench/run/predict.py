@@ -4,7 +4,7 @@ Useful after a perturbation or the prediction code changed, and the check that s
 under ``torchrun`` every rank computes its share of the batches and rank 0 writes predictions that equal one
 process's, sample for sample and in order::
 
-    python -m torch.distributed.run --standalone --nproc-per-node 2 -m fbench.predict_cell CELL_FOLDER --out p.csv.gz
+    python -m torch.distributed.run --standalone --nproc-per-node 2 -m fbench.run.predict CELL_FOLDER --out p.csv.gz
 """
 
 from __future__ import annotations
@@ -16,18 +16,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from fbench import results
+from fbench.run import store
 from fbench.errors import FbenchError
 
 
 def cell_from_folder(folder: Path):
     """The cell whose configuration ``folder/config.json`` holds."""
-    from fbench.cells import Cell
+    from fbench.run.cells import Cell
 
-    path = Path(folder) / results.CONFIG
+    path = Path(folder) / store.CONFIG
     if not path.is_file():
-        raise FbenchError(f"{folder} is not a cell folder (no {results.CONFIG}); give <output>/<suite>/<cell key>")
-    data = results.read_json(path)
+        raise FbenchError(f"{folder} is not a cell folder (no {store.CONFIG}); give <output>/<suite>/<cell key>")
+    data = store.read_json(path)
     data.pop("format", None)
     for name in ("input_size", "conditions", "train_conditions"):
         data[name] = tuple(data[name])
@@ -46,15 +46,15 @@ def predict_cell(folder: Path, conditions: Sequence[str] | None = None, batch_si
 
     folder = Path(folder)
     cell = cell_from_folder(folder)
-    if not (folder / results.CHECKPOINT).is_file():
-        raise FbenchError(f"{folder} has no {results.CHECKPOINT}: run the cell first")
+    if not (folder / store.CHECKPOINT).is_file():
+        raise FbenchError(f"{folder} has no {store.CHECKPOINT}: run the cell first")
     table = get_dataset(cell.dataset).load(Path(cell.dataset_root))
-    split = Split.load(folder / results.SPLIT)
+    split = Split.load(folder / store.SPLIT)
     cached = build_cache(table, cell.input_size, cache_dir=cache_dir)
     positions = cached.positions(list(split.test))
     architecture = get_architecture(cell.architecture)
     spec = architecture.resolve_spec(cell.options).with_input(image_size=cell.input_size[1:])
-    model = load_state(architecture.build(table.num_classes, **cell.options), folder / results.CHECKPOINT)
+    model = load_state(architecture.build(table.num_classes, **cell.options), folder / store.CHECKPOINT)
     model.to(torch.device(device))
     ids = [cached.sample_ids[i] for i in positions.tolist()]
     frame = table.frame.set_index("sample_id")
@@ -71,7 +71,7 @@ def predict_cell(folder: Path, conditions: Sequence[str] | None = None, batch_si
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fbench.predict_cell", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m fbench.run.predict", description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="a cell folder: <output>/<suite>/<cell key>")
     parser.add_argument("--out", type=Path, required=True, help="predictions file to write (.csv.gz)")
     parser.add_argument("--condition", action="append", default=None, help="a condition (repeatable; default: "
@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         predictions = predict_cell(args.folder, args.condition, args.batch_size, device, args.cache_dir)
         if plan is None or plan.is_main:
-            results.write_predictions(args.out, predictions)
+            store.write_predictions(args.out, predictions)
     except FbenchError as error:
         print(f"fbench: error: {error}", file=sys.stderr)
         return 2

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from fbench.errors import FbenchError
-from fbench.tune.space import (Problem, SearchSpace, default_space, name_problem, parse_space, side_file_space,
+from fbench.suite.search import (Problem, SearchSpace, default_space, name_problem, parse_space, side_file_space,
                                value_problems)
 
 if TYPE_CHECKING:
-    from fbench.config import ArchitectureConfig, Suite
+    from fbench.suite.schema import ArchitectureConfig, Suite
 
 TUNED_FORMAT = 1
 
@@ -42,7 +42,7 @@ def _matching_entry(entries: Sequence[Mapping[str, Any]], key: str) -> Mapping[s
 
 def search_problems(raw: Mapping[str, Any]) -> list[Problem]:
     """Problems with a raw suite's ``search:`` block, keyed from ``search`` down (for ``fbench validate``)."""
-    from fbench.config import _hint, recipe_problems
+    from fbench.suite.schema import _hint, recipe_problems
     from fbench.registry import get_architecture
 
     search = raw.get("search")
@@ -86,7 +86,7 @@ def space_for(suite: Suite, entry: ArchitectureConfig) -> SearchSpace:
             space, problems = parse_space(suite.search[key], architecture, entry.recipe, options,
                                           origin=f"{suite.source or 'suite'}: search.{key}")
             if problems:
-                from fbench.config import SuiteError, _format
+                from fbench.suite.schema import SuiteError, _format
 
                 raise SuiteError(_format(suite.source or "<suite>", [(("search", key, *p), m) for p, m in problems]))
             assert space is not None
@@ -139,7 +139,7 @@ def read_tuned(path: str | Path) -> TunedParams:
     if label is not None and not isinstance(label, str):
         problems.append(f"{source}: label: must be text")
     if problems:
-        from fbench.config import SuiteError
+        from fbench.suite.schema import SuiteError
 
         raise SuiteError(problems)
     trial = data.get("trial")
@@ -150,7 +150,7 @@ def read_tuned(path: str | Path) -> TunedParams:
 def apply_tuned(suite: Suite, paths: Sequence[str | Path]) -> Suite:
     """``suite`` with each ``best.yaml`` in ``paths`` applied to the entries of its architecture (by label, else
     by name), in order. Raises SuiteError naming the file and parameter."""
-    from fbench.config import SuiteError, _hint
+    from fbench.suite.schema import SuiteError, _hint
     from fbench.registry import get_architecture
 
     architectures = list(suite.architectures)
@@ -179,7 +179,7 @@ def apply_tuned(suite: Suite, paths: Sequence[str | Path]) -> Suite:
                          value_problems(tuned.params, architecture, entry.recipe, entry.options)]
             if problems:
                 break
-            from fbench.tune.space import to_overrides
+            from fbench.suite.search import to_overrides
 
             recipe, options = to_overrides(tuned.params, architecture, entry.recipe, entry.options)
             updated = entry.model_copy(update={"recipe": recipe, "options": options})

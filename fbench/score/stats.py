@@ -1,7 +1,7 @@
 """Aggregation over folds and seeds, bootstrap confidence intervals and paired tests between architectures.
 
 Everything is computed from per-sample predictions or from per-run metrics derived from them (see
-:mod:`fbench.metrics`), and is deterministic given ``seed``.
+:mod:`fbench.score.metrics`), and is deterministic given ``seed``.
 
 - :func:`mean_std_ci`: mean, sample standard deviation and a percentile-bootstrap CI of the mean over runs
   (folds x seeds), via :func:`scipy.stats.bootstrap`.
@@ -121,7 +121,7 @@ def aggregate_runs(
     n_resamples: int = 10_000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Aggregate per-run metrics (one row per run and condition, e.g. :func:`fbench.metrics.per_cell_metrics`).
+    """Aggregate per-run metrics (one row per run and condition, e.g. :func:`fbench.score.metrics.per_cell_metrics`).
 
     Returns one row per group (in order of first appearance) with the ``group_by`` columns, then for every metric
     ``<metric>_mean``, ``<metric>_std``, ``<metric>_ci_low``, ``<metric>_ci_high`` (see :func:`mean_std_ci`),

@@ -32,7 +32,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from fbench.conditions import SUBSET_NAME, SUBSET_PREFIX
+from fbench.suite.conditions import SUBSET_NAME, SUBSET_PREFIX
 from fbench.errors import FbenchError
 
 NAME_PATTERN = r"^[a-z0-9_-]+$"
@@ -205,7 +205,7 @@ class ArchitectureConfig(_Model):
                                                "entry (e.g. [mask:kind=surgical]); null: the suite's "
                                                "train_conditions")
 
-    # Where tuned parameters applied to this entry came from (fbench.tune.params.apply_tuned); None: untuned.
+    # Where tuned parameters applied to this entry came from (fbench.suite.tuned.apply_tuned); None: untuned.
     _tuned: dict[str, Any] | None = PrivateAttr(default=None)
 
     @field_validator("input_size", mode="before")
@@ -643,7 +643,7 @@ def _semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
 
 
 def _search_problems(raw: Mapping[str, Any]) -> list[Problem]:
-    from fbench.tune.params import search_problems
+    from fbench.suite.tuned import search_problems
 
     return search_problems(raw)
 
@@ -1022,7 +1022,7 @@ def _apply_tuned(suite: Suite, path: Path, params: Sequence[str | Path]) -> Suit
     files = [path.parent / Path(item).expanduser() for item in listed] + [Path(p) for p in params]
     if not files:
         return suite
-    from fbench.tune.params import apply_tuned
+    from fbench.suite.tuned import apply_tuned
 
     return apply_tuned(suite, files)
 

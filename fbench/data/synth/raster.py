@@ -1,4 +1,4 @@
-"""A small z-buffered triangle rasteriser in numpy, for the synthetic face renderer (``fbench.data.synth``).
+"""A small z-buffered triangle rasteriser in numpy, for the synthetic face renderer (``fbench.data.synth.build``).
 
 Orthographic: vertices arrive already projected to pixel coordinates (pixel centres at integer positions) with a
 depth per vertex (larger = nearer the camera). Triangles are tested against the pixel centres inside their bounding

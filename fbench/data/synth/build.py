@@ -1,6 +1,6 @@
 """A synthetic KDEF-like multi-view expression set, procedurally rendered: no downloads, no external assets.
 
-Each synthetic person is a 3-D head (``fbench.data.synth_face``) with its own shape, skin, eyes, brows, nose,
+Each synthetic person is a 3-D head (``fbench.data.synth.face``) with its own shape, skin, eyes, brows, nose,
 mouth, ears and hair. The seven KDEF expressions are sets of facial action units (AUs) applied as geometric
 deformations with a random intensity per image, on top of a resting bias per person, so cues are subtle and partly
 confounded by identity. Every image is rendered at KDEF's five yaws (full left, half left, straight, half right,
@@ -11,15 +11,15 @@ The output reads like KDEF: ``<out>/<S><X><NN>/<S><X><NN><EE><P>.JPG`` (session 
 expression AF AN DI HA NE SA SU, pose FL HL S HR FR), plus ``fbench_manifest.csv`` (one row per image with pose
 angles, intensity, face box and landmarks) and ``fbench_synthetic.json`` (marks the folder as synthetic).
 
-    from fbench.data.synth import SynthConfig, build_synthetic_kdef
+    from fbench.data.synth.build import SynthConfig, build_synthetic_kdef
     frame = build_synthetic_kdef(Path("data/synth-kdef"), SynthConfig())
 
 The same config always gives byte-identical files, whatever the number of workers: every image draws its
 randomness from (seed, subject, session, expression, pose). ``render_arrays`` renders a small set in memory instead
 (tests, quick experiments); ``preview_grid`` writes one person's expressions x poses as a PNG to look at.
 
-The heads, action units and textures live in ``fbench.data.synth_face``; the z-buffered rasteriser in
-``fbench.data.synth_raster``. Everything is numpy, SciPy and OpenCV: no downloads, no external assets.
+The heads, action units and textures live in ``fbench.data.synth.face``; the z-buffered rasteriser in
+``fbench.data.synth.raster``. Everything is numpy, SciPy and OpenCV: no downloads, no external assets.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import numpy as np
 from fbench.data.table import BOX_COLUMNS, KDEF_POSES, KDEF_YAW, LANDMARK_COLUMNS
 from fbench.errors import FbenchError
 
-GENERATOR = "fbench.data.synth"
+GENERATOR = "fbench.data.synth.build"
 VERSION = 1
 MANIFEST = "fbench_manifest.csv"
 MARKER = "fbench_synthetic.json"
@@ -126,7 +126,7 @@ class Identity:
 
 def make_identity(seed: int, sex: str, number: int, session: int = 0) -> Identity:
     """The person ``sex`` + ``number`` (e.g. "F", 1) of the set drawn with ``seed``, as seen in ``session``."""
-    from fbench.data.synth_face import sample_identity_params, session_params
+    from fbench.data.synth.face import sample_identity_params, session_params
 
     if sex not in SEXES:
         raise FbenchError(f"synthetic identity: sex must be 'F' or 'M', got {sex!r}")
@@ -169,7 +169,7 @@ def _colour_temperature(kelvin: float) -> np.ndarray:
 
 def sample_nuisance(rng: np.random.Generator, expression: str, pose: str) -> Nuisance:
     """Draw the nuisance of one image."""
-    from fbench.data.synth_face import AU_NAMES
+    from fbench.data.synth.face import AU_NAMES
 
     if expression not in EXPRESSION_AUS:
         raise FbenchError(f"synthetic image: unknown expression {expression!r}; choose from {list(KDEF_EXPRESSIONS)}")
@@ -219,7 +219,7 @@ def image_rng(seed: int, sex: str, number: int, session: int, expression: str, p
 def expression_aus(identity: Identity, expression: str, nuisance: Nuisance) -> np.ndarray:
     """AU intensities of one image, ordered as ``synth_face.AU_NAMES``: the person's resting bias, the
     expression's AUs at the image's intensity, and stray activity."""
-    from fbench.data.synth_face import AU_NAMES
+    from fbench.data.synth.face import AU_NAMES
 
     recipe = EXPRESSION_AUS[expression]
     weights = np.array([recipe.get(au, 0.0) for au in AU_NAMES])
@@ -244,7 +244,7 @@ def _base_scale(size: tuple[int, int]) -> float:
 
 @lru_cache(maxsize=4)
 def _model(identity: Identity, size: tuple[int, int]):
-    from fbench.data.synth_face import FaceModel
+    from fbench.data.synth.face import FaceModel
 
     scale = _base_scale(size)
     spacing = float(np.clip(2.9 / scale, 2.2, 5.0))
@@ -258,7 +258,7 @@ def render_face(identity: Identity, expression: str, pose: str, nuisance: Nuisan
     ``size`` (height, width). The pose's yaw comes from ``nuisance.yaw``; ``pose`` is checked against it."""
     import cv2
 
-    from fbench.data.synth_face import Scene
+    from fbench.data.synth.face import Scene
 
     if pose not in KDEF_YAW:
         raise FbenchError(f"synthetic image: unknown pose {pose!r}; choose from {list(KDEF_POSES)}")
@@ -475,7 +475,7 @@ def read_manifest(root: Path):
     root = Path(root)
     if not (root / MARKER).is_file() or not (root / MANIFEST).is_file():
         raise FbenchError(f"{str(root)!r} is not a synthetic build (no {MARKER} / {MANIFEST}); "
-                          f"build one with fbench.data.synth.build_synthetic_kdef")
+                          f"build one with fbench.data.synth.build.build_synthetic_kdef")
     return pd.read_csv(root / MANIFEST)
 
 

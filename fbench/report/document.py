@@ -37,7 +37,7 @@ import pandas as pd
 
 from fbench.errors import FbenchError
 from fbench.perturb.apply import parse_value
-from fbench.results import write_atomic
+from fbench.run.store import write_atomic
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -113,10 +113,10 @@ class ReportData:
     Attributes:
         suite: the suite's name.
         title: the report's title.
-        leaderboard: :func:`fbench.stats.aggregate_runs` output, one row per (architecture, condition), with a
+        leaderboard: :func:`fbench.score.stats.aggregate_runs` output, one row per (architecture, condition), with a
             ``label`` column (the architecture's display name) and ``condition``; may also carry
             ``drop_from_clean_*`` columns and ``architecture``/``variant`` (used to match comparison systems).
-        comparisons: :func:`fbench.stats.compare_architectures` output (may be empty).
+        comparisons: :func:`fbench.score.stats.compare_architectures` output (may be empty).
         per_pose: ``label, pose, accuracy_mean, accuracy_ci_low, accuracy_ci_high``, per-pose accuracy aggregated
             over runs (may be empty).
         conditions: ``label, condition, accuracy_mean, drop_from_clean_mean`` (and ``*_ci_low``/``*_ci_high`` when

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from fbench.conditions import is_subset
+from fbench.suite.conditions import is_subset
 from fbench.errors import FbenchError
 
 CLEAN = "clean"
@@ -269,7 +269,7 @@ def per_cell_metrics(
 
     ``by`` defaults to whichever of ``cell``, ``architecture``, ``variant``, ``fold``, ``seed`` are present; the
     result has those columns followed by the :func:`condition_metrics` columns, ready for
-    :func:`fbench.stats.aggregate_runs`.
+    :func:`fbench.score.stats.aggregate_runs`.
     """
     validate_predictions(predictions, num_classes)
     by = [c for c in RUN_COLUMNS if c in predictions.columns] if by is None else list(by)

@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fbench import results
-from fbench.cells import Cell, expand_cells
-from fbench.conditions import is_subset, subset_column
-from fbench.config import Budget, EngineConfig, Suite
+from fbench.run import store
+from fbench.run.cells import Cell, expand_cells
+from fbench.suite.conditions import is_subset, subset_column
+from fbench.suite.schema import Budget, EngineConfig, Suite
 from fbench.data.cache import CachedImages, build_cache
 from fbench.data.locate import dataset_root
 from fbench.data.splits import Split, all_folds
@@ -73,9 +73,9 @@ class LocalExecutor:
 EXECUTORS: Registry[Any] = Registry("executor")
 EXECUTORS.register("local", LocalExecutor(), source="fbench built-in")
 # submitit executors: imported (with submitit) only when named
-EXECUTORS.register_lazy("slurm", "fbench.cluster:SLURM", source="fbench built-in")
-EXECUTORS.register_lazy("local-jobs", "fbench.cluster:LOCAL_JOBS", source="fbench built-in")
-EXECUTORS.register_lazy("debug", "fbench.cluster:DEBUG", source="fbench built-in")
+EXECUTORS.register_lazy("slurm", "fbench.run.executors:SLURM", source="fbench built-in")
+EXECUTORS.register_lazy("local-jobs", "fbench.run.executors:LOCAL_JOBS", source="fbench built-in")
+EXECUTORS.register_lazy("debug", "fbench.run.executors:DEBUG", source="fbench built-in")
 
 
 @dataclass
@@ -109,7 +109,7 @@ def choose_dataset(suite: Suite, cli_paths: dict[str, str] | None, note: Callabl
             raise
         reason = str(missing)
     if not _complete_synthetic_set(synthetic_folder):
-        from fbench.data.synth import SynthConfig, build_synthetic_kdef
+        from fbench.data.synth.build import SynthConfig, build_synthetic_kdef
 
         config = SynthConfig(sessions=FALLBACK_SESSIONS)
         images = config.identities * config.sessions * len(config.poses) * len(config.expressions)
@@ -161,30 +161,30 @@ class RunContext:
 def run_cell(cell: Cell, context: RunContext) -> CellOutcome:
     """Train and evaluate one cell, or reuse it when its folder holds a result."""
     folder = context.folder(cell)
-    previous = results.finished_result(folder)
-    if previous is not None and (previous["status"] == results.COMPLETE or not context.retry_failed):
+    previous = store.finished_result(folder)
+    if previous is not None and (previous["status"] == store.COMPLETE or not context.retry_failed):
         return CellOutcome(cell, folder, previous["status"], reused=True, reason=previous.get("reason", ""))
     started = time.perf_counter()
-    results.write_json(folder / results.CONFIG, cell.to_dict())
+    store.write_json(folder / store.CONFIG, cell.to_dict())
     split = context.splits[cell.view][cell.fold]
-    split.save(folder / results.SPLIT)
+    split.save(folder / store.SPLIT)
     from fbench.engine import NonFiniteLossError
 
     try:
         predictions, history, images = _train_and_predict(cell, context, split, folder)
     except NonFiniteLossError as error:
-        outcome = CellOutcome(cell, folder, results.FAILED, reused=False, reason=str(error),
+        outcome = CellOutcome(cell, folder, store.FAILED, reused=False, reason=str(error),
                               seconds=time.perf_counter() - started)
-        results.write_json(folder / results.RESULT, _result_record(outcome, context))
+        store.write_json(folder / store.RESULT, _result_record(outcome, context))
         return outcome
-    from fbench.metrics import condition_metrics
+    from fbench.score.metrics import condition_metrics
 
     metrics = condition_metrics(predictions, context.table.num_classes, context.table.label_names)
-    results.write_predictions(folder / results.PREDICTIONS, predictions)
-    results.write_json(folder / results.HISTORY, history)
-    results.write_json(folder / results.METRICS, metrics.to_dict(orient="records"))
-    outcome = CellOutcome(cell, folder, results.COMPLETE, reused=False, seconds=time.perf_counter() - started)
-    results.write_json(folder / results.RESULT, {**_result_record(outcome, context), "images": images})
+    store.write_predictions(folder / store.PREDICTIONS, predictions)
+    store.write_json(folder / store.HISTORY, history)
+    store.write_json(folder / store.METRICS, metrics.to_dict(orient="records"))
+    outcome = CellOutcome(cell, folder, store.COMPLETE, reused=False, seconds=time.perf_counter() - started)
+    store.write_json(folder / store.RESULT, {**_result_record(outcome, context), "images": images})
     return outcome
 
 
@@ -196,7 +196,7 @@ def _train_ids(cell: Cell, split: Split, table: SampleTable) -> list[str]:
     """The split's training ids, cut to the budget (fraction, image cap, compute cap) by a stratified draw
     that depends only on the split."""
     from fbench.data.transforms import BatchAugment
-    from fbench.sizing import compute_capped_images, forward_macs, stratified_subset
+    from fbench.run.sizing import compute_capped_images, forward_macs, stratified_subset
 
     ids = list(split.train)
     budget = Budget(data_fraction=cell.data_fraction, max_train_images=cell.max_train_images)
@@ -215,7 +215,7 @@ def _train_ids(cell: Cell, split: Split, table: SampleTable) -> list[str]:
 def _eval_ids(cell: Cell, ids: Sequence[str], table: SampleTable, part: str) -> list[str]:
     """A validation or test part, cut to the budget's ``max_val_images`` / ``max_eval_images`` (the same draw
     for every architecture)."""
-    from fbench.sizing import stratified_subset
+    from fbench.run.sizing import stratified_subset
 
     ids = list(ids)
     cap = cell.max_eval_images
@@ -256,7 +256,7 @@ def _train_and_predict(cell: Cell, context: RunContext, split: Split, folder: Pa
     context.reporter.start_cell(cell, recipe.epochs)
     engine = EngineConfig(**cell.engine)
     result = train_model(model, train, val, recipe, spec=spec, device=device, seed=cell.seed,
-                         checkpoint_path=folder / results.CHECKPOINT, on_epoch=context.reporter.epoch,
+                         checkpoint_path=folder / store.CHECKPOINT, on_epoch=context.reporter.epoch,
                          amp=engine.amp, channels_last=engine.channels_last, compile=engine.compile,
                          eval_batch_size=engine.eval_batch_size, residency=engine.residency)
     test_images = images[test_positions]
@@ -329,7 +329,7 @@ def _result_record(outcome: CellOutcome, context: RunContext) -> dict[str, Any]:
 
 def split_table(table: SampleTable, protocols: Iterable[tuple[str, Any]]) -> dict[str, list[Split]]:
     """Every protocol's splits (by view name), checked for disjointness."""
-    from fbench.cells import protocol_arguments
+    from fbench.run.cells import protocol_arguments
 
     splits = {}
     for view, protocol in protocols:
@@ -377,7 +377,7 @@ class CellRunner:
     tags: dict[str, str] = field(default_factory=dict)
 
     def __call__(self, cell: Cell) -> CellOutcome:
-        from fbench.celljob import processes_per_cell, run_cell_with_torchrun
+        from fbench.run.jobs import processes_per_cell, run_cell_with_torchrun
 
         if processes_per_cell(self.suite, self.options) > 1:
             return run_cell_with_torchrun(cell, self)
@@ -397,7 +397,7 @@ class SuiteRun:
 
     @property
     def failures(self) -> list[CellOutcome]:
-        return [o for o in self.outcomes if o.status == results.FAILED]
+        return [o for o in self.outcomes if o.status == store.FAILED]
 
 
 @dataclass
@@ -429,7 +429,7 @@ def prepare(suite: Suite, options: RunOptions, reporter: Reporter) -> Prepared:
 
 def run_suite(suite: Suite, options: RunOptions | None = None, reporter: Reporter | None = None) -> SuiteRun:
     """Run every cell of ``suite`` (reusing finished ones), then build its leaderboards and report."""
-    from fbench.devices import resolve_device
+    from fbench.engine.devices import resolve_device
     from fbench.tracking import environment_tags, git_commit, make_tracker
 
     options = options or RunOptions()
@@ -441,7 +441,7 @@ def run_suite(suite: Suite, options: RunOptions | None = None, reporter: Reporte
     context = RunContext(suite, prepared.table, Path(suite.output), device, prepared.splits, options.cache_dir,
                          options.retry_failed, tracker, reporter)
     cells = prepared.cells
-    finished = sum(1 for cell in cells if results.finished_result(context.folder(cell)) is not None)
+    finished = sum(1 for cell in cells if store.finished_result(context.folder(cell)) is not None)
     reporter.start_suite(len(cells), finished)
     tags = {"suite": suite.name, "dataset": prepared.choice.name, "synthetic": str(prepared.table.synthetic).lower(),
             "budget": prepared.budget, "git_commit": git_commit() or "unknown", **environment_tags()}
@@ -466,7 +466,7 @@ def run_suite(suite: Suite, options: RunOptions | None = None, reporter: Reporte
 def rescore_suite(suite: Suite, options: RunOptions | None = None, rewrite_metrics: bool = False,
                   reporter: Reporter | None = None) -> SuiteRun:
     """The leaderboard (and, with ``rewrite_metrics``, every cell's metrics) from stored predictions only."""
-    from fbench.metrics import condition_metrics
+    from fbench.score.metrics import condition_metrics
 
     options = options or RunOptions()
     reporter = reporter or Reporter()
@@ -475,14 +475,14 @@ def rescore_suite(suite: Suite, options: RunOptions | None = None, rewrite_metri
     missing = 0
     for cell in prepared.cells:
         folder = Path(suite.output) / cell.suite / cell.key
-        previous = results.finished_result(folder)
+        previous = store.finished_result(folder)
         if previous is None:
             missing += 1
             continue
-        if rewrite_metrics and previous["status"] == results.COMPLETE:
-            predictions = results.read_predictions(folder / results.PREDICTIONS)
+        if rewrite_metrics and previous["status"] == store.COMPLETE:
+            predictions = store.read_predictions(folder / store.PREDICTIONS)
             metrics = condition_metrics(predictions, prepared.table.num_classes, prepared.table.label_names)
-            results.write_json(folder / results.METRICS, metrics.to_dict(orient="records"))
+            store.write_json(folder / store.METRICS, metrics.to_dict(orient="records"))
         outcomes.append(CellOutcome(cell, folder, previous["status"], reused=True,
                                     reason=previous.get("reason", "")))
     if missing:
@@ -495,15 +495,15 @@ def rescore_suite(suite: Suite, options: RunOptions | None = None, rewrite_metri
 
 def _finish(suite: Suite, prepared: Prepared, outcomes: list[CellOutcome], options: RunOptions, device: str
             ) -> SuiteRun:
-    from fbench.leaderboard import build_leaderboards, collect_predictions
+    from fbench.score.leaderboard import build_leaderboards, collect_predictions
 
-    complete = [(o.cell, o.folder) for o in outcomes if o.status == results.COMPLETE]
+    complete = [(o.cell, o.folder) for o in outcomes if o.status == store.COMPLETE]
     table = prepared.table
     leaderboards = build_leaderboards(collect_predictions(complete), table.num_classes, table.label_names)
     run = SuiteRun(suite, prepared.choice, prepared.cells, outcomes, leaderboards, prepared.budget,
                    table.num_classes)
     if options.write_report and leaderboards:
-        from fbench.suite_report import write_suite_report
+        from fbench.report.suite import write_suite_report
 
         run.report = write_suite_report(run, device)
     return run
@@ -511,10 +511,10 @@ def _finish(suite: Suite, prepared: Prepared, outcomes: list[CellOutcome], optio
 
 def _log_cell(tracker: Any, outcome: CellOutcome, suite_tags: dict[str, str]) -> None:
     cell = outcome.cell
-    history = results.read_json(outcome.folder / results.HISTORY) if (outcome.folder / results.HISTORY).is_file() else []
+    history = store.read_json(outcome.folder / store.HISTORY) if (outcome.folder / store.HISTORY).is_file() else []
     metrics: dict[str, float] = {}
-    if (outcome.folder / results.METRICS).is_file():
-        for row in results.read_json(outcome.folder / results.METRICS):
+    if (outcome.folder / store.METRICS).is_file():
+        for row in store.read_json(outcome.folder / store.METRICS):
             for name in ("accuracy", "balanced_accuracy", "macro_f1", "drop_from_clean"):
                 value = row.get(name)
                 if value is not None:
@@ -523,7 +523,7 @@ def _log_cell(tracker: Any, outcome: CellOutcome, suite_tags: dict[str, str]) ->
             "fold": str(cell.fold), "seed": str(cell.seed), "status": outcome.status, "cell_key": cell.key}
     if outcome.reason:
         tags["failure"] = outcome.reason[:500]
-    artifacts = [outcome.folder / name for name in (results.PREDICTIONS, results.METRICS, results.CONFIG)
+    artifacts = [outcome.folder / name for name in (store.PREDICTIONS, store.METRICS, store.CONFIG)
                  if (outcome.folder / name).is_file()]
     tracker.log_cell(cell.name, cell.to_dict(), history, metrics, tags, artifacts)
 
@@ -547,7 +547,7 @@ class EfficiencyRun:
 def run_efficiency(suite: Suite, options: RunOptions | None = None, reporter: Reporter | None = None
                    ) -> EfficiencyRun:
     """Profile every architecture x variant of an ``efficiency_only`` suite; nothing is trained."""
-    from fbench.devices import resolve_device
+    from fbench.engine.devices import resolve_device
     from fbench.profile import profile_architecture
 
     options = options or RunOptions()
@@ -565,7 +565,7 @@ def run_efficiency(suite: Suite, options: RunOptions | None = None, reporter: Re
                      "throughput": profile.throughput, "throughput_batch_size": profile.throughput_batch_size})
     run = EfficiencyRun(suite, pd.DataFrame(rows), str(device))
     if options.write_report:
-        from fbench.report import ReportData, report_folder, write_report
+        from fbench.report.document import ReportData, report_folder, write_report
 
         data = ReportData(suite=suite.name, title=f"{suite.name}: {suite.description or 'efficiency'}",
                           leaderboard=pd.DataFrame(), efficiency=run.profiles,

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fbench import results
-from fbench.metrics import confusion_matrix, per_cell_metrics, per_group_accuracy
-from fbench.stats import aggregate_runs, compare_architectures, mean_std_ci
+from fbench.run import store
+from fbench.score.metrics import confusion_matrix, per_cell_metrics, per_group_accuracy
+from fbench.score.stats import aggregate_runs, compare_architectures, mean_std_ci
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "drop_from_clean")
 
@@ -39,10 +39,10 @@ def collect_predictions(cells: list[tuple[Any, Any]]) -> pd.DataFrame:
     """Concatenate the predictions of finished cells, given as (cell, folder) pairs, with run columns."""
     frames = []
     for cell, folder in cells:
-        path = folder / results.PREDICTIONS
+        path = folder / store.PREDICTIONS
         if not path.is_file():
             continue
-        frame = results.read_predictions(path)
+        frame = store.read_predictions(path)
         frame.insert(0, "seed", cell.seed)
         frame.insert(0, "fold", cell.fold)
         frame.insert(0, "architecture", cell.label)

@@ -12,10 +12,10 @@ from typing import Any
 
 import pandas as pd
 
-from fbench import results
-from fbench.config import budget_cuts
-from fbench.leaderboard import Leaderboard, condition_frame, efficiency_frame
-from fbench.report import ReportData, report_folder, write_report
+from fbench.run import store
+from fbench.suite.schema import budget_cuts
+from fbench.score.leaderboard import Leaderboard, condition_frame, efficiency_frame
+from fbench.report.document import ReportData, report_folder, write_report
 
 
 def architecture_profiles(run: Any, output: Path) -> dict[str, dict[str, Any]]:
@@ -31,7 +31,7 @@ def architecture_profiles(run: Any, output: Path) -> dict[str, dict[str, Any]]:
                                         sort_keys=True, default=str).encode()).hexdigest()[:16]
         path = output / run.suite.name / "profiles" / f"{key}.json"
         if path.is_file():
-            profiles[cell.label] = results.read_json(path)
+            profiles[cell.label] = store.read_json(path)
             continue
         import torch
 
@@ -39,7 +39,7 @@ def architecture_profiles(run: Any, output: Path) -> dict[str, dict[str, Any]]:
         total, _, _ = count_parameters(model)
         macs = count_macs(model, torch.zeros(1, *cell.input_size)).macs
         profiles[cell.label] = {"params": total, "macs": macs}
-        results.write_json(path, profiles[cell.label])
+        store.write_json(path, profiles[cell.label])
     return profiles
 
 
@@ -84,13 +84,13 @@ def _image_counts(run: Any, view: str) -> list[str]:
     finished cells, from their result files (cells of older versions do not record them)."""
     import statistics
 
-    from fbench import results
+    from fbench.run import store
 
     counts: dict[str, list[tuple[int, int, int]]] = {}
     for outcome in run.outcomes:
-        if outcome.cell.view != view or outcome.status != results.COMPLETE:
+        if outcome.cell.view != view or outcome.status != store.COMPLETE:
             continue
-        record = results.finished_result(outcome.folder) or {}
+        record = store.finished_result(outcome.folder) or {}
         images = record.get("images")
         if images:
             counts.setdefault(outcome.cell.label, []).append((images["train"], images["val"], images["test"]))

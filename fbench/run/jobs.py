@@ -9,7 +9,7 @@ locally, so resume, rescoring and the leaderboard read the same files wherever t
 limit. The requeued job runs the cell again: a finished cell is reused, an unfinished one starts over.
 
 A cell that asks for several processes (``resources.gpus_per_cell`` > 1, or ``processes_per_cell``) runs as
-``python -m torch.distributed.run --standalone --nproc-per-node N -m fbench.celljob SPEC KEY``: every rank
+``python -m torch.distributed.run --standalone --nproc-per-node N -m fbench.run.jobs SPEC KEY``: every rank
 rebuilds the context, rank 0 decodes the cache first, and only rank 0 writes the cell's folder.
 """
 
@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fbench import results
+from fbench.run import store
 from fbench.errors import FbenchError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from fbench.cells import Cell
-    from fbench.config import Suite
-    from fbench.runner import CellOutcome, CellRunner, RunContext, RunOptions
+    from fbench.run.cells import Cell
+    from fbench.suite.schema import Suite
+    from fbench.run.suite import CellOutcome, CellRunner, RunContext, RunOptions
 
 JOB_RECORD = "job.json"  # in the cell's folder: which job ran it, where and when it started
 LOG_TAIL_LINES = 30
@@ -82,9 +82,9 @@ def processes_per_cell(suite: Suite, options: RunOptions) -> int:
 def build_context(spec: JobSpec, quiet: bool = False, output: Path | None = None) -> tuple[RunContext, list[Cell]]:
     """The run context and the suite's cells, rebuilt from ``spec`` (no tracker: jobs log through
     :func:`log_cell`). ``output`` replaces the suite's output folder (torchrun ranks other than 0)."""
-    from fbench.devices import resolve_device
+    from fbench.engine.devices import resolve_device
     from fbench.registry import load_plugins
-    from fbench.runner import Reporter, RunContext, prepare
+    from fbench.run.suite import Reporter, RunContext, prepare
 
     os.chdir(spec.cwd)
     load_plugins([*spec.options.plugins, *spec.suite.plugins])
@@ -133,14 +133,14 @@ class CellJob:
         folder = context.folder(cell)
         record = {**job_environment(), "host": platform.node(), "pid": os.getpid(),
                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cell": cell.name, "key": key}
-        if results.finished_result(folder) is None:
-            results.write_json(folder / JOB_RECORD, record)
+        if store.finished_result(folder) is None:
+            store.write_json(folder / JOB_RECORD, record)
         print(f"fbench: cell {cell.name} ({key}) in {folder} on {record['host']}", flush=True)
         processes = processes_per_cell(self.spec.suite, self.spec.options)
         if processes > 1:
             outcome = _torchrun_cell(cell, self.spec, context, processes)
         else:
-            from fbench.runner import run_cell
+            from fbench.run.suite import run_cell
 
             outcome = run_cell(cell, context)
         logged = False
@@ -162,7 +162,7 @@ class CellJob:
 def log_cell(spec: JobSpec, outcome: CellOutcome) -> bool:
     """Log the cell's child run under the suite's parent run; False (and a message) when the store refuses, so
     that the submitting process logs it instead."""
-    from fbench.runner import _log_cell
+    from fbench.run.suite import _log_cell
     from fbench.tracking import MlflowTracker
 
     assert spec.tracking is not None
@@ -182,7 +182,7 @@ def log_cell(spec: JobSpec, outcome: CellOutcome) -> bool:
 def torchrun_command(processes: int, spec_path: Path, key: str) -> list[str]:
     """The command that runs cell ``key`` as ``processes`` ranks on this node."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-            "-m", "fbench.celljob", str(spec_path), key]
+            "-m", "fbench.run.jobs", str(spec_path), key]
 
 
 def run_cell_with_torchrun(cell: Cell, runner: CellRunner) -> CellOutcome:
@@ -196,17 +196,17 @@ def run_cell_with_torchrun(cell: Cell, runner: CellRunner) -> CellOutcome:
 def _torchrun_cell(cell: Cell, spec: JobSpec, context: RunContext, processes: int) -> CellOutcome:
     import cloudpickle
 
-    from fbench.runner import CellOutcome
+    from fbench.run.suite import CellOutcome
 
     folder = context.folder(cell)
-    previous = results.finished_result(folder)
-    if previous is not None and (previous["status"] == results.COMPLETE or not context.retry_failed):
+    previous = store.finished_result(folder)
+    if previous is not None and (previous["status"] == store.COMPLETE or not context.retry_failed):
         return CellOutcome(cell, folder, previous["status"], reused=True, reason=previous.get("reason", ""))
     if context.retry_failed:
-        (folder / results.RESULT).unlink(missing_ok=True)  # the ranks' resume check must not see the old failure
+        (folder / store.RESULT).unlink(missing_ok=True)  # the ranks' resume check must not see the old failure
     folder.mkdir(parents=True, exist_ok=True)
     spec_path = folder / ".torchrun-spec.pkl"
-    results.write_atomic(spec_path, cloudpickle.dumps(spec))
+    store.write_atomic(spec_path, cloudpickle.dumps(spec))
     log_path = folder / "torchrun.log"
     started = time.perf_counter()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -215,7 +215,7 @@ def _torchrun_cell(cell: Cell, spec: JobSpec, context: RunContext, processes: in
         completed = subprocess.run(torchrun_command(processes, spec_path, cell.key), env=env, cwd=spec.cwd,
                                    stdout=log, stderr=subprocess.STDOUT, check=False)
     spec_path.unlink(missing_ok=True)
-    record = results.finished_result(folder)
+    record = store.finished_result(folder)
     if completed.returncode != 0 or record is None:
         raise FbenchError(f"cell {cell.name}: torchrun with {processes} processes exited with status "
                           f"{completed.returncode}; last lines of {log_path}:\n{tail(log_path)}")
@@ -241,7 +241,7 @@ def rank_main(spec_path: Path, key: str) -> int:
     import cloudpickle
 
     from fbench.engine import distributed
-    from fbench.runner import run_cell
+    from fbench.run.suite import run_cell
 
     spec: JobSpec = cloudpickle.loads(Path(spec_path).read_bytes())
     device = spec.options.device or spec.suite.device
@@ -253,7 +253,7 @@ def rank_main(spec_path: Path, key: str) -> int:
         context, cells = build_context(spec, quiet=not plan.is_main, output=scratch)
         cell = find_cell(cells, key, spec.suite)
         real_folder = Path(spec.suite.output) / cell.suite / cell.key
-        if results.finished_result(real_folder) is not None:
+        if store.finished_result(real_folder) is not None:
             return 0  # another attempt finished it (every rank sees the same file)
         if plan.is_main:  # decode the cache once, then the other ranks read it
             context.cache(cell.input_size)
@@ -271,6 +271,6 @@ def rank_main(spec_path: Path, key: str) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        print("usage: torchrun --nproc-per-node N -m fbench.celljob SPEC.pkl CELL_KEY", file=sys.stderr)
+        print("usage: torchrun --nproc-per-node N -m fbench.run.jobs SPEC.pkl CELL_KEY", file=sys.stderr)
         sys.exit(2)
     sys.exit(rank_main(Path(sys.argv[1]), sys.argv[2]))

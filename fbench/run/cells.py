@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from fbench.conditions import SUBSET_PREFIX
-from fbench.config import MAIN_PROTOCOL, Suite, recipe_with_overrides
+from fbench.suite.conditions import SUBSET_PREFIX
+from fbench.suite.schema import MAIN_PROTOCOL, Suite, recipe_with_overrides
 from fbench.contract import Recipe
 from fbench.registry import get_architecture
 

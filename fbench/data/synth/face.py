@@ -1,4 +1,4 @@
-"""Procedural 3-D heads for the synthetic KDEF-like set (``fbench.data.synth``).
+"""Procedural 3-D heads for the synthetic KDEF-like set (``fbench.data.synth.build``).
 
 A head is a lofted surface in millimetres: horizontal superellipse sections whose width, front and back extents
 follow smooth profiles from the crown to the chin, plus relief for the brow ridge, eye sockets and eyeballs, nose,
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fbench.data.synth_raster import grid_normals, grid_triangles
+from fbench.data.synth.raster import grid_normals, grid_triangles
 
 # Action units with a geometric field; AU5 and AU7 act on the eyelid curves only (AU6 on both).
 AU_NAMES = ("AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9", "AU12", "AU15", "AU16", "AU20", "AU23", "AU26")
@@ -818,7 +818,7 @@ class FaceModel:
 
         Returns the image (H x W x 3 float32, 0..1, before camera noise), landmarks (6 x 2 pixels, ordered as
         ``LANDMARK_NAMES``) and the visible face box (x0, y0, x1, y1; NaN when no face pixel is visible)."""
-        from fbench.data.synth_raster import rasterize
+        from fbench.data.synth.raster import rasterize
 
         a = np.asarray(aus, dtype=float)
         geo = a[[AU_NAMES.index(au) for au in GEOMETRIC_AUS]]

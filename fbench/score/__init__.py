@@ -1,0 +1,1 @@
+"""Stored per-sample predictions -> numbers: metrics, statistics (bootstrap intervals, paired tests), leaderboards."""

@@ -1,0 +1,2 @@
+"""A suite file -> a validated Suite: schema, loading (YAML, --set, tuned parameters), checks, recipes,
+conditions and search spaces."""
