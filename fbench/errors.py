@@ -6,6 +6,9 @@ message alone, with exit status 2; other exceptions are bugs and keep their trac
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class FbenchError(Exception):
     """Bad input the user can fix."""
@@ -29,3 +32,17 @@ class PluginError(FbenchError):
 
 class ProfileError(FbenchError):
     """A model that cannot be profiled with the given input or device."""
+
+
+def close_matches(name: object, candidates: Iterable[object], n: int = 3) -> list[str]:
+    """The candidates that look like ``name``, closest first (difflib's ratio of at least 0.6)."""
+    return difflib.get_close_matches(str(name), [str(c) for c in candidates], n=n, cutoff=0.6)
+
+
+def did_you_mean(name: object, candidates: Iterable[object], n: int = 3) -> str:
+    """`` (did you mean 'x'?)`` (or ``'x' or 'y'``) to append to a message about ``name``; '' when nothing is
+    close."""
+    matches = close_matches(name, candidates, n)
+    if not matches:
+        return ""
+    return f" (did you mean {' or '.join(repr(m) for m in matches)}?)"

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from fbench.errors import FbenchError, UnknownNameError
-from fbench.perturb.apply import apply_condition, parse_condition, resolve_condition
+from fbench.perturb.apply import apply_condition, resolve_condition
+from fbench.suite.conditions import parse_condition
 from fbench.perturb.face import FaceFrame
 from fbench.perturb.keys import sample_keys, uniform
 from fbench.perturb.landmarks import CANONICAL, canonical_landmarks, fill_missing

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from fbench.errors import FbenchError
-from fbench.perturb.training import CLEAN_SHARE, assign_conditions, perturb_for_training
+from fbench.perturb.training import assign_conditions, perturb_for_training
+from fbench.suite.conditions import CLEAN
 
 CONDITIONS = ["mask:kind=surgical", "occlusion:kind=rectangle,severity=0.5"]
 
@@ -17,7 +18,7 @@ def test_assignment_is_per_sample_and_about_even():
     ids = [f"id{i}" for i in range(3000)]
     assigned = assign_conditions(ids, CONDITIONS, seed=0)
     counts = collections.Counter(assigned)
-    assert set(counts) == {CLEAN_SHARE, *CONDITIONS}
+    assert set(counts) == {CLEAN, *CONDITIONS}
     assert all(900 < count < 1100 for count in counts.values()), counts
     # a sample's condition depends on its id and the seed only, not on the other samples
     assert assign_conditions(ids[::-1], CONDITIONS, seed=0) == assigned[::-1]
@@ -32,7 +33,7 @@ def test_only_the_assigned_samples_change():
     assert out.dtype == torch.uint8 and out.shape == images.shape
     assigned = assign_conditions(ids, CONDITIONS, seed=3)
     changed = [(out[i] != images[i]).any().item() for i in range(40)]
-    assert changed == [a != CLEAN_SHARE for a in assigned]
+    assert changed == [a != CLEAN for a in assigned]
     again = perturb_for_training(images[:10], CONDITIONS, sample_ids=ids[:10], landmarks=None, poses=["S"] * 10,
                                  seed=3)
     assert torch.equal(again, out[:10])  # the same sample is perturbed the same way in any batch

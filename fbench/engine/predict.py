@@ -14,12 +14,7 @@ from fbench.data.transforms import normalize, to_float
 from fbench.engine.distributed import active_plan
 from fbench.engine.runtime import autocast, batch_format, use_amp, use_channels_last
 from fbench.errors import FbenchError
-
-CLEAN = "clean"
-
-
-def _is_clean(condition: str | None) -> bool:
-    return condition is None or condition.strip() == CLEAN
+from fbench.suite.conditions import CLEAN, is_clean
 
 
 def predict_logits(model: nn.Module, images_uint8: torch.Tensor, spec: ArchitectureSpec, *,
@@ -40,7 +35,7 @@ def predict_logits(model: nn.Module, images_uint8: torch.Tensor, spec: Architect
     if not isinstance(images_uint8, torch.Tensor) or images_uint8.dim() != 4:
         raise FbenchError("predict_logits needs images as an N x C x H x W uint8 tensor")
     n = images_uint8.shape[0]
-    clean = _is_clean(condition)
+    clean = is_clean(condition)
     if not clean:
         if sample_ids is None or len(sample_ids) != n:
             raise FbenchError(f"condition {condition!r} needs one sample id per image (the perturbation's draws are "

@@ -17,48 +17,7 @@ from fbench.errors import FbenchError
 from fbench.perturb.keys import sample_keys
 from fbench.perturb.landmarks import fill_missing
 from fbench.perturb.params import validate_params
-
-EXAMPLE = "mask:kind=surgical,severity=0.8"
-
-
-def parse_value(text: str) -> Any:
-    """A parameter value: true/false, none/null, an int, a float, else the string."""
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_condition(condition: str) -> tuple[str, dict[str, Any]]:
-    """``"mask:kind=surgical,severity=0.8"`` -> ``("mask", {"kind": "surgical", "severity": 0.8})``.
-
-    Numbers become int or float, true/false booleans, the rest strings; the perturbation checks them."""
-    if not isinstance(condition, str) or not condition.strip():
-        raise FbenchError(f"condition {condition!r} is empty; write NAME or NAME:key=value,..., e.g. {EXAMPLE}")
-    name, _, rest = condition.strip().partition(":")
-    name = name.strip()
-    if not name:
-        raise FbenchError(f"condition {condition!r} has no perturbation name before ':'; e.g. {EXAMPLE}")
-    params: dict[str, Any] = {}
-    for item in rest.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        key, sep, value = item.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key or not value:
-            raise FbenchError(f"condition {condition!r}: {item!r} is not key=value; e.g. {EXAMPLE}")
-        if key in params:
-            raise FbenchError(f"condition {condition!r} sets {key!r} twice")
-        params[key] = parse_value(value)
-    return name, params
+from fbench.suite.conditions import parse_condition
 
 
 def canonical_condition(name: str, params: dict[str, Any], *, without: Sequence[str] = ()) -> str:

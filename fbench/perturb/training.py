@@ -15,14 +15,13 @@ import torch
 from fbench.data.transforms import to_float
 from fbench.errors import FbenchError
 from fbench.perturb.apply import apply_condition, resolve_condition
-
-CLEAN_SHARE = "clean"
+from fbench.suite.conditions import CLEAN
 
 
 def assign_conditions(sample_ids: Sequence[str], conditions: Sequence[str], seed: int) -> list[str]:
     """For each sample: ``"clean"`` or one of ``conditions``, by a stable hash of (seed, sample id), so the
     assignment depends on nothing else (not the batch, the order or the other samples)."""
-    choices = [CLEAN_SHARE, *conditions]
+    choices = [CLEAN, *conditions]
     assigned = []
     for sample_id in sample_ids:
         digest = hashlib.blake2b(f"fbench-train-mix\x1f{int(seed)}\x1f{sample_id}".encode(), digest_size=8).digest()
