@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fbench.contract import Augment, ArchitectureSpec, EarlyStopping, Recipe, Schedule
+from fbench.contract import ArchitectureSpec, Augment, EarlyStopping, Recipe, Schedule
 from fbench.errors import ProfileError
 from fbench.registry import register_architecture
 
@@ -276,7 +276,8 @@ class LANMSFF(nn.Module):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, (nn.Linear, nn.ConvTranspose2d)):
                 nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)

@@ -40,6 +40,15 @@ class ResNet50Trunk(nn.Module):
 
     Module names match torchvision's, so a ResNet-50 state dict loads without renaming."""
 
+    # set from torchvision's ResNet-50 in __init__ (TRUNK_LAYERS)
+    conv1: nn.Conv2d
+    bn1: nn.BatchNorm2d
+    relu: nn.ReLU
+    maxpool: nn.MaxPool2d
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+
     def __init__(self, weights_path: str | None = None) -> None:
         super().__init__()
         resnet = torchvision.models.resnet50(weights=None)

@@ -8,15 +8,16 @@ timm model so that baselines are comparable. Pretrained weights load only from a
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import functools
 from pathlib import Path
+from typing import Any
 
+import timm
 import torch.nn as nn
 
 from fbench.contract import Architecture, ArchitectureSpec, Augment, Recipe, Schedule
-from fbench.errors import FbenchError, UnknownNameError, VariantError
+from fbench.errors import FbenchError, UnknownNameError, VariantError, close_matches
 
 BASELINE_RECIPE = Recipe(
     optimizer="adamw",
@@ -33,21 +34,14 @@ BASELINE_RECIPE = Recipe(
 )
 
 
-def _timm():  # timm is imported on first use, never at fbench import time
-    import timm
-
-    return timm
-
-
 @functools.lru_cache(maxsize=1)
 def _all_model_names() -> tuple[str, ...]:
-    return tuple(_timm().list_models())
+    return tuple(timm.list_models())
 
 
 def _create_model(model_name: str, num_classes: int, in_chans: int, img_size: int | None,
                   pretrained_file: str | None, drop_rate: float, drop_path_rate: float | None) -> nn.Module:
-    timm = _timm()
-    kwargs: dict[str, object] = {"num_classes": num_classes, "in_chans": in_chans, "drop_rate": drop_rate}
+    kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans, "drop_rate": drop_rate}
     if drop_path_rate is not None:
         kwargs["drop_path_rate"] = drop_path_rate
     if pretrained_file is not None:
@@ -84,12 +78,11 @@ class TimmFamily:
         return [f"timm/{name}" for name in names]
 
     def suggest(self, member: str) -> list[str]:
-        return [f"timm/{m}" for m in difflib.get_close_matches(member, _all_model_names(), n=3, cutoff=0.6)]
+        return [f"timm/{m}" for m in close_matches(member, _all_model_names())]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _architecture(model_name: str) -> Architecture:
-    timm = _timm()
     if not timm.is_model(model_name):
         suggestions = TimmFamily().suggest(model_name)
         hint = f" Did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else ""
@@ -97,11 +90,14 @@ def _architecture(model_name: str) -> Architecture:
             f"unknown timm model {model_name!r}.{hint} See `fbench list architectures 'timm/*{model_name[:4]}*'`"
         )
     config = timm.models.get_pretrained_cfg(model_name)
-    input_size = tuple(config.input_size) if config is not None else (3, 224, 224)
+    input_size = (3, 224, 224)
+    if config is not None:
+        channels, height, width = config.input_size
+        input_size = (channels, height, width)
     mean = tuple(config.mean) if config is not None else (0.5, 0.5, 0.5)
     std = tuple(config.std) if config is not None else (0.5, 0.5, 0.5)
     spec = ArchitectureSpec(
-        input_size=input_size,  # type: ignore[arg-type]
+        input_size=input_size,
         mean=mean,
         std=std,
         recipe=BASELINE_RECIPE,

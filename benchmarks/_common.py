@@ -22,8 +22,19 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout where fbench is not pip-installed
     sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
+
+import fbench
+from fbench.data.table import LABEL_INDEX
+from fbench.engine.devices import resolve_device as fbench_resolve_device
+
+try:  # the synthetic face renderer needs OpenCV and SciPy; without them face_like_images uses smooth images
+    from fbench.data.synth.build import EXPRESSION_LABELS, SynthConfig, render_arrays
+except ImportError as error:
+    RENDERER_MISSING: ImportError | None = error
+else:
+    RENDERER_MISSING = None
 
 NUM_CLASSES = 7
 
@@ -48,14 +59,16 @@ def _memory_gib() -> float | None:
         return None
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
 
 
-def _load_average() -> list[float] | None:
+def load_average() -> list[float] | None:
+    """The 1-, 5- and 15-minute load averages; None where the OS keeps none."""
     try:
         return [round(v, 2) for v in os.getloadavg()]
     except (AttributeError, OSError):
@@ -65,8 +78,8 @@ def _load_average() -> list[float] | None:
 def hardware(device: torch.device) -> dict[str, Any]:
     """The machine: CPU model and cores, memory, load at the start, and the GPU when ``device`` is CUDA."""
     info: dict[str, Any] = {
-        "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "usable_cores": _usable_cores(),
-        "torch_threads": torch.get_num_threads(), "memory_gib": _memory_gib(), "load_average": _load_average(),
+        "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "usable_cores": usable_cores(),
+        "torch_threads": torch.get_num_threads(), "memory_gib": _memory_gib(), "load_average": load_average(),
         "platform": platform.platform(), "host": platform.node(), "device": str(device),
     }
     if device.type == "cuda":
@@ -97,17 +110,13 @@ def git_commit() -> str | None:
 
 
 def versions() -> dict[str, Any]:
-    import fbench
-
     found = {name: _version(name) for name in ("torch", "torchvision", "timm", "numpy", "pillow", "pandas")}
     return {"python": platform.python_version(), **found, "torch_runtime": torch.__version__,
             "fbench": fbench.__version__, "git_commit": git_commit()}
 
 
 def resolve_device(name: str) -> torch.device:
-    from fbench.engine.devices import resolve_device as fbench_resolve
-
-    return fbench_resolve(name)
+    return fbench_resolve_device(name)
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
@@ -157,14 +166,13 @@ def peak_memory_mib(device: torch.device) -> float | None:
 def _rendered_pool(count: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``count`` synthetic faces (one or more identities, 7 expressions x frontal and half poses) at
     ``size`` x ``size`` RGB, from fbench's renderer; labels are the expressions' canonical indices."""
-    from fbench.data.synth.build import EXPRESSION_LABELS, SynthConfig, render_arrays
-    from fbench.data.table import LABEL_INDEX
-
+    if RENDERER_MISSING is not None:
+        raise RENDERER_MISSING
     per_identity = 7 * 2
     identities = max(1, -(-count // per_identity))
     config = SynthConfig(identities=identities, sessions=1, image_size=(max(size, 32), max(size, 32)), seed=seed,
                          poses=("S", "HL"))
-    images, frame = render_arrays(config, workers=min(identities, _usable_cores()))
+    images, frame = render_arrays(config, workers=min(identities, usable_cores()))
     labels = np.array([LABEL_INDEX[EXPRESSION_LABELS[e]] for e in frame["expression"]], dtype=np.int64)
     return images[:count], labels[:count]
 

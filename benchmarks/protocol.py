@@ -30,17 +30,20 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common  # noqa: E402  (puts the repository root on sys.path)
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+import _common  # puts the repository root on sys.path
+import numpy as np
+import pandas as pd
+import torch
 
-from fbench.run import store  # noqa: E402
-from fbench.run.cells import Cell, expand_cells  # noqa: E402
-from fbench.suite.schema import ArchitectureConfig, Budget, ProtocolConfig, Suite, TrackingConfig  # noqa: E402
-from fbench.data.table import SampleTable  # noqa: E402
-from fbench.registry import get_dataset  # noqa: E402
-from fbench.run.suite import Reporter, RunContext, run_cell, split_table  # noqa: E402
+from fbench.data.synth.build import SynthConfig, build_synthetic_kdef
+from fbench.data.table import SampleTable
+from fbench.registry import get_dataset
+from fbench.run import store
+from fbench.run.cell import run_cell
+from fbench.run.cells import Cell, expand_cells, recipe_dict
+from fbench.run.context import Progress, RunContext, split_table
+from fbench.suite.conditions import CLEAN, POSE
+from fbench.suite.schema import ArchitectureConfig, Budget, ProtocolConfig, Suite, TrackingConfig
 
 PROTOCOLS = ("lanmsff-kdef", "scan_cci-rafdb")
 FULL_IMAGES = {"lanmsff-kdef": 4900, "scan_cci-rafdb": 15339}
@@ -52,11 +55,9 @@ TARGET_MINUTES = {"lanmsff-kdef": 15.0}  # on an H100 (issue 7)
 # ------------------------------------------------------------------------------------------------ data
 
 
-def kdef_config(images: int, frame: tuple[int, int], seed: int = 0) -> Any:
+def kdef_config(images: int, frame: tuple[int, int], seed: int = 0) -> SynthConfig:
     """The SynthConfig with about ``images`` images: whole persons (35 images per session), two sessions
     when there are at least 70 images, as KDEF has."""
-    from fbench.data.synth.build import SynthConfig
-
     sessions = 2 if images >= 2 * IMAGES_PER_IDENTITY else 1
     identities = min(198, max(1, math.ceil(images / (IMAGES_PER_IDENTITY * sessions))))
     return SynthConfig(identities=identities, sessions=sessions, image_size=frame, seed=seed)
@@ -74,8 +75,6 @@ def synthetic_kdef(folder: Path, images: int, frame: tuple[int, int], workers: i
                    ) -> tuple[SampleTable, float, bool]:
     """The synthetic KDEF-like set in ``folder`` (built unless already complete there), read by the KDEF
     adapter; returns (table, seconds spent building, reused)."""
-    from fbench.data.synth.build import build_synthetic_kdef
-
     started = time.perf_counter()
     reused = _is_complete(folder)
     if not reused:
@@ -115,10 +114,10 @@ def make_suite(protocol: str, folds: int, epochs: int | None, output: Path, devi
     if protocol == "lanmsff-kdef":
         return Suite(name="bench-lanmsff-kdef", dataset="kdef",
                      protocol=ProtocolConfig(kind="stratified_kfold", folds=folds, val_fraction=0.1),
-                     conditions=["clean", "pose"], architectures=[ArchitectureConfig(name="lanmsff")], **common)
+                     conditions=[CLEAN, POSE], architectures=[ArchitectureConfig(name="lanmsff")], **common)
     return Suite(name="bench-scan-cci-rafdb", dataset="rafdb",
                  protocol=ProtocolConfig(kind="official", val_fraction=0.1),
-                 conditions=["clean"], architectures=[ArchitectureConfig(name="scan_cci")], **common)
+                 conditions=[CLEAN], architectures=[ArchitectureConfig(name="scan_cci")], **common)
 
 
 def _cell_record(cell: Cell, folder: Path, seconds: float, status: str, reason: str) -> dict[str, Any]:
@@ -126,10 +125,10 @@ def _cell_record(cell: Cell, folder: Path, seconds: float, status: str, reason: 
     accuracy = None
     if (folder / store.METRICS).is_file():
         for row in store.read_json(folder / store.METRICS):
-            if row.get("condition") == "clean" and row.get("accuracy") is not None:
+            if row.get("condition") == CLEAN and row.get("accuracy") is not None:
                 accuracy = float(row["accuracy"])
                 break
-    recipe_epochs = int(cell.recipe["epochs"])
+    recipe_epochs = cell.recipe.epochs
     train_seconds = sum(float(h.get("seconds", 0.0)) for h in history)
     return {"fold": cell.fold, "status": status, "reason": reason, "seconds": round(seconds, 2),
             "train_seconds": round(train_seconds, 2), "epochs_run": len(history), "epochs_allowed": recipe_epochs,
@@ -156,9 +155,9 @@ def run_protocol(protocol: str, args: argparse.Namespace, device: torch.device, 
     cells = expand_cells(suite, str(Path(table.root).resolve()), table.synthetic,
                          {view: len(made) for view, made in splits.items()})
     epochs_seen: list[int] = []
-    reporter = Reporter(epoch=lambda record: epochs_seen.append(int(record["epoch"])))
+    progress = Progress(epoch=lambda record: epochs_seen.append(int(record["epoch"])))
     context = RunContext(suite, table, Path(suite.output), device, splits, cache_dir=workdir / "cache",
-                         reporter=reporter)
+                         progress=progress)
 
     started = time.perf_counter()
     context.cache(cells[0].input_size)
@@ -181,7 +180,8 @@ def run_protocol(protocol: str, args: argparse.Namespace, device: torch.device, 
         "protocol": protocol, "architecture": cells[0].architecture, "input": list(cells[0].input_size),
         "images": len(table), "train_images_fold0": len(split.train), "val_images_fold0": len(split.val),
         "test_images_fold0": len(split.test), "folds_run": len(cells), "budget": suite.budget,
-        "epoch_cap": args.epochs, "max_train_images": args.max_train_images, "recipe": cells[0].recipe, "data": data,
+        "epoch_cap": args.epochs, "max_train_images": args.max_train_images, "recipe": recipe_dict(cells[0].recipe),
+        "data": data,
         "data_build_seconds": round(build_seconds, 2), "decode_cache_seconds": round(decode_seconds, 2),
         "protocol_seconds": round(total, 2), "protocol_minutes": round(total / 60, 2),
         "epochs_total": sum(r["epochs_run"] for r in records), "cells": records,

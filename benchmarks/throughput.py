@@ -33,17 +33,20 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common  # noqa: E402  (puts the repository root on sys.path)
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import _common  # puts the repository root on sys.path
+import torch
+from PIL import Image
+from torch import nn
+from torchvision import transforms as T
+from torchvision.datasets import ImageFolder
 
-from fbench.contract import Architecture, ArchitectureSpec, Recipe, compute_loss  # noqa: E402
-from fbench.data.transforms import BatchAugment, eval_transform  # noqa: E402
-from fbench.engine import EvalData, TrainData, predict_logits, train_model  # noqa: E402
-from fbench.engine.optim import build_optimizer  # noqa: E402
-from fbench.engine.runtime import batch_format, use_amp, use_channels_last  # noqa: E402
-from fbench.engine.sampling import class_balanced_weights, epoch_order, stream_generator  # noqa: E402
-from fbench.registry import get_architecture  # noqa: E402
+from fbench.contract import Architecture, ArchitectureSpec, Recipe, compute_loss
+from fbench.data.transforms import BatchAugment, eval_transform
+from fbench.engine import EvalData, TrainData, TrainSettings, predict_logits, train_model
+from fbench.engine.optim import build_optimizer
+from fbench.engine.runtime import batch_format, use_amp, use_channels_last
+from fbench.engine.sampling import class_balanced_weights, epoch_order, stream_generator
+from fbench.registry import get_architecture
 
 DEFAULT_MODELS = ("lanmsff@64", "timm/resnet18@112+224", "scan_cci@224")
 # --quick: small inputs where a model takes any size (scan_cci takes 224 only).
@@ -68,7 +71,7 @@ class Case:
 def parse_cases(models: Sequence[str], sizes: Sequence[int] | None, quick: bool) -> list[Case]:
     """``name`` or ``name@S[+S...]`` entries -> cases. ``--sizes`` gives the sizes of entries without ``@``;
     without it they take the spec's size, or with ``--quick`` a small one where the model allows it."""
-    cases = []
+    cases: list[Case] = []
     for entry in models:
         name, _, given = entry.partition("@")
         if given:
@@ -177,8 +180,8 @@ def _round(value: float | None, digits: int = 2) -> float | None:
     return None if value is None or not math.isfinite(value) else round(value, digits)
 
 
-def _ids(n: int, prefix: str) -> list[str]:
-    return [f"{prefix}{i}" for i in range(n)]
+def _ids(n: int, prefix: str) -> tuple[str, ...]:
+    return tuple(f"{prefix}{i}" for i in range(n))
 
 
 def measure_engine(setup: Setup) -> Measure:
@@ -196,8 +199,8 @@ def measure_engine(setup: Setup) -> Measure:
     model = setup.model()
 
     def fit(data: TrainData) -> None:
-        train_model(model, data, val, setup.recipe, spec=setup.spec, device=device, seed=0, epochs=1,
-                    eval_batch_size=setup.eval_batch_size)
+        train_model(model, data, val, TrainSettings(setup.recipe, setup.spec, device=device, seed=0, epochs=1,
+                                                    eval_batch_size=setup.eval_batch_size))
 
     fit(warm)
     _common.reset_peak_memory(device)
@@ -331,8 +334,6 @@ def measure_raw(setup: Setup) -> Measure:
 
 def write_image_folder(setup: Setup, root: Path) -> int:
     """The images as JPEGs (quality 90) in ImageFolder layout, ``root/<label>/<i>.jpg``; returns the bytes."""
-    from PIL import Image
-
     total = 0
     pixels = setup.images.permute(0, 2, 3, 1).numpy()
     for i, (image, label) in enumerate(zip(pixels, setup.labels.tolist())):
@@ -346,8 +347,6 @@ def write_image_folder(setup: Setup, root: Path) -> int:
 
 def _torchvision_step(name: str, params: dict[str, Any], size: int) -> Any:
     """A torchvision (PIL) transform in the spirit of one fbench augmentation step."""
-    from torchvision import transforms as T
-
     if name == "original":
         return T.Lambda(lambda image: image)
     if name == "hflip":
@@ -369,8 +368,6 @@ def _torchvision_step(name: str, params: dict[str, Any], size: int) -> Any:
 def conventional_transforms(setup: Setup, train: bool) -> Any:
     """PIL pipeline: (grayscale), the recipe's augmentation (offline variants become one random choice per
     sample), ToTensor, Normalize."""
-    from torchvision import transforms as T
-
     steps: list[Any] = [T.Grayscale(1)] if setup.spec.channels == 1 else []
     if train and setup.recipe.augmentation:
         size = setup.case.size
@@ -383,13 +380,11 @@ def conventional_transforms(setup: Setup, train: bool) -> Any:
 
 
 def _loader(setup: Setup, root: Path, train: bool) -> torch.utils.data.DataLoader:
-    from torchvision.datasets import ImageFolder
-
     dataset = ImageFolder(str(root), transform=conventional_transforms(setup, train))
     sampler = None
     if train and setup.recipe.sampler == "class_balanced":
         weights = class_balanced_weights(torch.tensor(dataset.targets))
-        sampler = torch.utils.data.WeightedRandomSampler(weights, len(dataset), replacement=True)
+        sampler = torch.utils.data.WeightedRandomSampler(weights.tolist(), len(dataset), replacement=True)
     return torch.utils.data.DataLoader(
         dataset, batch_size=setup.batch_size if train else setup.eval_batch_size,
         shuffle=train and sampler is None, sampler=sampler, num_workers=setup.workers,
@@ -540,7 +535,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.pool = min(args.pool, 7)
         args.workers = 0 if args.workers is None else args.workers
     if args.workers is None:
-        args.workers = min(8, _common._usable_cores())
+        args.workers = min(8, _common.usable_cores())
     args.models = args.models or list(QUICK_MODELS if args.quick else DEFAULT_MODELS)
     if min(args.steps, args.repeats) < 1 or args.warmup < 0 or args.workers < 0:
         parser.error("--steps and --repeats must be at least 1; --warmup and --workers at least 0")
@@ -570,7 +565,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         report["results"].append(run_case(case, args, device))
         print(f"{case.label}: done in {time.perf_counter() - started:.1f}s", flush=True)
         _common.write_json(args.out, report)  # partial results survive a later failure
-    report["load_average_end"] = _common._load_average()
+    report["load_average_end"] = _common.load_average()
     print()
     print_table(report["results"])
     print(f"\nwrote {_common.write_json(args.out, report)}")

@@ -1,4 +1,5 @@
-from fbench.cli import main
 import sys
+
+from fbench.cli import main
 
 sys.exit(main())

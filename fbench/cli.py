@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _suite_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("suite", type=Path, help="a suite file, e.g. suites/multiview.yaml")
+    parser.add_argument("suite", help="a suite file (e.g. suites/multiview.yaml) or a built-in suite's name "
+                                      "(e.g. multiview)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a suite key, e.g. --set seeds=[0] --set architectures.0.recipe.epochs=5")
     parser.add_argument("--budget", help="smoke, quick, paper (or a budget the suite defines)")
@@ -83,7 +84,7 @@ def _tune_parser(commands: argparse._SubParsersAction) -> None:
     tune = commands.add_parser("tune", help="Optuna search over an architecture's recipe and variants, scored on "
                                             "validation data only; writes best.yaml for `fbench run --params`")
     _common_options(tune, suppress=True)
-    tune.add_argument("suite", type=Path, help="a suite file, e.g. suites/multiview.yaml")
+    tune.add_argument("suite", help="a suite file (e.g. suites/multiview.yaml) or a built-in suite's name")
     tune.add_argument("--arch", required=True, metavar="NAME",
                       help="the architecture to tune: a name or label of the suite, e.g. lanmsff")
     tune.add_argument("--trials", type=int, default=20, metavar="N",
@@ -146,7 +147,7 @@ def _suite_parsers(commands: argparse._SubParsersAction) -> None:
 
     validate = commands.add_parser("validate", help="check suite files without running them")
     _common_options(validate, suppress=True)
-    validate.add_argument("suites", nargs="+", type=Path, help="suite files")
+    validate.add_argument("suites", nargs="+", help="suite files or built-in suites' names")
 
     for name, text in (("leaderboard", "print a suite's leaderboard from stored results (trains nothing)"),
                        ("rescore", "recompute every metric of a suite from stored predictions")):
@@ -210,7 +211,7 @@ def _cluster_resources(args: argparse.Namespace) -> dict[str, Any]:
     if args.slurm_setup:
         resources["setup"] = list(args.slurm_setup)
     if args.slurm_param:
-        from fbench.suite.schema import parse_override
+        from fbench.suite.load import parse_override
 
         params = {}
         for key, value in parse_key_values(args.slurm_param, "--slurm-param").items():
@@ -448,31 +449,29 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def _load_suite(args: argparse.Namespace):
-    from fbench.suite.schema import load_suite
     from fbench.data.locate import parse_data_flags
+    from fbench.suite.load import load_suite
 
     return load_suite(args.suite, args.overrides, budget=args.budget, only=args.only or None,
                       data=parse_data_flags(args.data), params=getattr(args, "params", []))
 
 
 def run_suite_command(args: argparse.Namespace) -> int:
-    from fbench.run.suite import RunOptions, run_suite
+    from fbench.pipeline import run_efficiency, run_suite
+    from fbench.progress import RichProgressBars, print_efficiency
+    from fbench.run.context import RunOptions
 
     suite = _load_suite(args)
     options = RunOptions(budget=args.budget, device=args.device, tracking=False if args.no_tracking else None,
                          tracking_uri=args.tracking_uri, executor=args.executor, retry_failed=args.retry_failed,
                          on_error=args.on_error, write_report=not args.no_report,
                          resources=_cluster_resources(args), wait=not args.no_wait, plugins=list(args.plugin or []))
-    from fbench.progress import RichReporter, print_efficiency
-
-    with RichReporter(_console()) as reporter:
+    with RichProgressBars(_console()) as progress:
         if suite.efficiency_only:
-            from fbench.run.suite import run_efficiency
-
-            efficiency = run_efficiency(suite, options, reporter)
+            efficiency = run_efficiency(suite, options, progress)
             print_efficiency(_console(), efficiency)
             return 0
-        run = run_suite(suite, options, reporter)
+        run = run_suite(suite, options, progress)
     _print_run(run)
     return 0
 
@@ -486,7 +485,7 @@ def _print_run(run: Any) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from fbench.suite.schema import validate_suite_file
+    from fbench.suite.load import validate_suite_file
 
     bad = 0
     for path in args.suites:
@@ -502,7 +501,8 @@ def run_validate(args: argparse.Namespace) -> int:
 
 def run_stored(args: argparse.Namespace) -> int:
     """leaderboard and rescore: everything from the cells' stored predictions; nothing is trained."""
-    from fbench.run.suite import RunOptions, rescore_suite
+    from fbench.pipeline import rescore_suite
+    from fbench.run.context import RunOptions
 
     suite = _load_suite(args)
     options = RunOptions(budget=args.budget, tracking=False,
@@ -513,12 +513,12 @@ def run_stored(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from fbench.run.executors import suite_status
-    from fbench.run.suite import Reporter, RunOptions, prepare
+    from fbench.run.context import Progress, RunOptions, prepare
+    from fbench.run.status import suite_status
 
     suite = _load_suite(args)
     notes: list[str] = []
-    prepared = prepare(suite, RunOptions(budget=args.budget, tracking=False), Reporter(note=notes.append))
+    prepared = prepare(suite, RunOptions(budget=args.budget, tracking=False), Progress(note=notes.append))
     rows = suite_status(Path(suite.output), prepared.cells)
     if args.json:
         print(json.dumps([{**row.__dict__, "folder": str(row.folder)} for row in rows], indent=2))
@@ -543,8 +543,8 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_tune_command(args: argparse.Namespace) -> int:
-    from fbench.suite.schema import load_suite
     from fbench.data.locate import parse_data_flags
+    from fbench.suite.load import load_suite
     from fbench.tune import TuneOptions, run_tune
 
     suite = load_suite(args.suite, args.overrides, data=parse_data_flags(args.data))

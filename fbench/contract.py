@@ -185,7 +185,7 @@ class VariantOption:
             if self.kind is int:
                 if isinstance(raw, float) and not raw.is_integer():
                     raise ValueError
-                return int(raw)  # type: ignore[arg-type]
+                return int(raw)  # type: ignore[call-overload]
             if self.kind is float:
                 return float(raw)  # type: ignore[arg-type]
         except (TypeError, ValueError):

@@ -9,7 +9,10 @@ counter knows are flagged, so nothing is dropped silently.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import math
+import platform
 import re
 import statistics
 import time
@@ -21,7 +24,9 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
 
+import fbench
 from fbench.engine.devices import resolve_device, synchronize
 from fbench.errors import ProfileError
 from fbench.registry import get_architecture
@@ -148,8 +153,6 @@ def _cpu_sdpa_flops(query_shape: Any, key_shape: Any, value_shape: Any, *args: A
 
 def count_macs_torch(model: nn.Module, example: torch.Tensor) -> int:
     """MACs from torch's FlopCounterMode (FLOPs / 2), the cross-check."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     custom: dict[Any, Any] = {}
     cpu_sdpa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     if cpu_sdpa is not None:  # torch registers the CUDA attention kernels only
@@ -192,17 +195,9 @@ def measure_speed(model: nn.Module, input_size: tuple[int, int, int], device: to
 
 
 def _versions() -> dict[str, str]:
-    import platform
-
-    import fbench
-
     versions = {"fbench": fbench.__version__, "torch": torch.__version__, "python": platform.python_version()}
-    try:
-        import timm
-
-        versions["timm"] = timm.__version__
-    except ImportError:
-        pass
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):  # timm's version, without importing it
+        versions["timm"] = importlib.metadata.version("timm")
     return versions
 
 

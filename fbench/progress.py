@@ -7,19 +7,23 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress  # beside fbench.run.context.Progress, the run's hooks
 from rich.table import Table
 
-from fbench.run.suite import CellOutcome, Reporter
+from fbench.report.tables import SUMMARY_COLUMNS, ReportData, format_macs, format_params, leaderboard_table
+from fbench.run.cell import CellOutcome
+from fbench.run.context import Progress
 
 
-class RichReporter(Reporter):
-    """A ``Reporter`` drawing two progress bars: the suite's cells and the running cell's epochs."""
+class RichProgressBars(Progress):
+    """The run's :class:`~fbench.run.context.Progress` hooks as two progress bars: the suite's cells and the
+    running cell's epochs; notes printed above them."""
 
     def __init__(self, console: Console) -> None:
         super().__init__()
         self.console = console
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        self.bars = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
         self.cells_task: Any = None
         self.epochs_task: Any = None
@@ -29,31 +33,31 @@ class RichReporter(Reporter):
         self.end_cell = self._end_cell
         self.note = self._note
 
-    def __enter__(self) -> RichReporter:
-        self.progress.start()
+    def __enter__(self) -> RichProgressBars:
+        self.bars.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        self.bars.stop()
 
     def _start_suite(self, total: int, finished: int) -> None:
-        self.cells_task = self.progress.add_task("cells", total=total)
+        self.cells_task = self.bars.add_task("cells", total=total)
         if finished:
             self.console.print(f"{finished} of {total} cells already finished: reusing them")
 
     def _start_cell(self, cell: Any, epochs: int) -> None:
         if self.epochs_task is not None:
-            self.progress.remove_task(self.epochs_task)
-        self.epochs_task = self.progress.add_task(f"  {cell.name} epochs", total=epochs)
+            self.bars.remove_task(self.epochs_task)
+        self.epochs_task = self.bars.add_task(f"  {cell.name} epochs", total=epochs)
 
     def _epoch(self, record: dict[str, Any]) -> None:
         if self.epochs_task is not None:
             text = f"val acc {record['val_accuracy']:.3f}" if record.get("val_accuracy") is not None else ""
-            self.progress.update(self.epochs_task, advance=1, description=f"  epoch {record.get('epoch')} {text}")
+            self.bars.update(self.epochs_task, advance=1, description=f"  epoch {record.get('epoch')} {text}")
 
     def _end_cell(self, outcome: CellOutcome) -> None:
         if self.cells_task is not None:
-            self.progress.update(self.cells_task, advance=1)
+            self.bars.update(self.cells_task, advance=1)
         if outcome.status == "failed" and not outcome.reused:
             self.console.print(f"[bold red]cell {outcome.cell.name} failed:[/] {outcome.reason}", markup=True)
         elif not outcome.reused:
@@ -64,11 +68,8 @@ class RichReporter(Reporter):
         self.console.print(text, style=style, markup=False)
 
 
-# The leaderboard columns that are not conditions (see fbench.report.document.leaderboard_table).
-SUMMARY_COLUMNS = ("rank", "architecture", "clean acc % (mean ± std [CI])", "balanced acc %", "macro-F1 %",
-                   "params", "MACs", "latency", "sig. vs ref", "runs")
-
-
+# Narrower headers for the terminal's summary table (SUMMARY_COLUMNS: the leaderboard's columns that are not
+# conditions).
 SHORT_HEADERS = {"rank": "#", "clean acc % (mean ± std [CI])": "clean acc %", "balanced acc %": "bal. acc",
                  "macro-F1 %": "macro-F1", "sig. vs ref": "sig."}
 
@@ -85,8 +86,6 @@ def _table(title: str, frame: Any, caption: str | None = None) -> Table:
 
 def print_leaderboards(console: Console, run: Any) -> None:
     """Each view's leaderboard as a table, failures under it, and the synthetic warning when it applies."""
-    from fbench.report.document import ReportData, leaderboard_table
-
     if run.dataset.synthetic:
         console.print("SYNTHETIC DATA: procedurally rendered faces, not a real dataset", style="bold yellow")
     for board in run.leaderboards:
@@ -117,8 +116,6 @@ def print_leaderboards(console: Console, run: Any) -> None:
 
 def print_efficiency(console: Console, run: Any) -> None:
     """The profiles of an efficiency suite as a table (MACs are multiply-accumulates, not FLOPs)."""
-    from fbench.report.document import format_macs, format_params
-
     table = Table(title=f"{run.suite.name}: parameters, MACs and speed on {run.device}")
     for column in ("architecture", "input", "params", "MACs", "latency (batch 1)", "throughput"):
         table.add_column(column)

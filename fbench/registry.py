@@ -13,7 +13,6 @@ Entry points in the registry's group (``fbench.architectures``) are read once, a
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from fbench.contract import Architecture, ArchitectureSpec
-from fbench.errors import DuplicateNameError, PluginError, UnknownNameError
+from fbench.errors import DuplicateNameError, PluginError, UnknownNameError, close_matches
 
 T = TypeVar("T")
 
@@ -176,11 +175,6 @@ class Registry(Generic[T]):
                 owner = f"entry point {entry_point.name!r} of {dist.name if dist else 'an installed package'}"
                 self.register_lazy(entry_point.name, entry_point.value, source=owner)
 
-    def rediscover(self) -> None:
-        """Read entry points again (after installing a plugin in the same process)."""
-        self._discovered = False
-        self.discover()
-
     # -- internals ----------------------------------------------------------------------------------------
     def _resolve(self, name: str, entry: _Entry) -> None:
         assert entry.target is not None
@@ -210,7 +204,7 @@ class Registry(Generic[T]):
 
     def _unknown_message(self, name: str) -> str:
         candidates = list(self._entries) + [f"{prefix}/" for prefix in self._families]
-        matches = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+        matches = close_matches(name, candidates)
         if FAMILY_SEPARATOR not in name:  # 'resnet18' may mean 'timm/resnet18'
             for prefix in sorted(self._families):
                 member = f"{prefix}{FAMILY_SEPARATOR}{name}"

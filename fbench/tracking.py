@@ -15,26 +15,29 @@ For a local SQLite store, each experiment keeps its artifacts beside the databas
 
 from __future__ import annotations
 
-import functools
-import importlib.metadata
+import hashlib
 import json
 import logging
 import math
 import numbers
 import os
-import platform
 import posixpath
+import random
 import re
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from fbench.errors import FbenchError
+from fbench.run import store
+from fbench.run.cell import CellOutcome
+from fbench.run.provenance import environment_tags, git_commit
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from mlflow import MlflowClient
@@ -83,8 +86,6 @@ def metric_key(text: str) -> str:
     if posixpath.normpath(key) != key:  # pragma: no cover - defensive; the steps above make this hold
         key = key.replace("/", "_")
     if len(key) > MAX_KEY_LENGTH:
-        import hashlib
-
         digest = hashlib.sha1(str(text).encode()).hexdigest()[:8]
         key = key[: MAX_KEY_LENGTH - 9].rstrip("/") + "_" + digest
     return key
@@ -163,66 +164,6 @@ def _finite_metrics(metrics: Mapping[str, Any], where: str) -> dict[str, float]:
             continue
         kept[metric_key(name)] = number
     return kept
-
-
-@functools.lru_cache(maxsize=None)
-def _git_commit_cached(folder: str) -> str | None:
-    try:
-        completed = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
-                                   timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = completed.stdout.strip()
-    return commit if completed.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", commit) else None
-
-
-def git_commit(folder: str | Path | None = None) -> str | None:
-    """The git commit of ``folder`` (default: the fbench source tree), or None outside a git checkout."""
-    base = Path(folder) if folder is not None else Path(__file__).resolve().parent
-    return _git_commit_cached(str(base))
-
-
-def _version(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-@functools.lru_cache(maxsize=1)
-def _environment_tags_cached() -> tuple[tuple[str, str], ...]:
-    from fbench import __version__
-
-    tags: dict[str, str | None] = {
-        "fbench.version": __version__,
-        "fbench.git_commit": git_commit(),
-        "python.version": platform.python_version(),
-        "torch.version": _version("torch"),
-        "timm.version": _version("timm"),
-        "host": platform.node() or socket.gethostname(),
-        "platform": platform.platform(),
-    }
-    try:
-        import torch
-    except ImportError:
-        torch = None  # type: ignore[assignment]
-    if torch is not None and torch.cuda.is_available():
-        tags["device"] = "cuda"
-        tags["gpu"] = torch.cuda.get_device_name(0)
-        tags["gpu.count"] = str(torch.cuda.device_count())
-        tags["cuda.version"] = torch.version.cuda
-    else:
-        tags["device"] = "cpu"
-    return tuple((key, value) for key, value in tags.items() if value)
-
-
-def environment_tags() -> dict[str, str]:
-    """Where the run happened: fbench/torch/timm/python versions, git commit, host, platform, GPU if CUDA.
-
-    Computed once per process; package versions are read from their metadata (cheap), and torch is asked
-    about CUDA only when it is installed.
-    """
-    return dict(_environment_tags_cached())
 
 
 def _resolve_uri(uri: str | None) -> str:
@@ -337,7 +278,7 @@ class MlflowTracker(Tracker):
         self._mlflow = _import_mlflow()
         from mlflow import MlflowClient
 
-        database = _sqlite_path(self.uri)
+        database = _sqlite_path(self.uri) if self.uri is not None else None
         if database is not None:
             database.parent.mkdir(parents=True, exist_ok=True)
         self.client: MlflowClient = MlflowClient(tracking_uri=self.uri)
@@ -404,7 +345,7 @@ class MlflowTracker(Tracker):
             points: list[tuple[str, float, int]] = []
             for index, record in enumerate(history):
                 step = record.get("epoch", index)
-                step = int(step) if isinstance(step, numbers.Real) and not isinstance(step, bool) else index
+                step = int(step) if isinstance(step, numbers.Integral | float) and not isinstance(step, bool) else index
                 curve = {key: value for key, value in record.items() if key != "epoch"}
                 points.extend((key, value, step) for key, value in
                               _finite_metrics(curve, f"cell {name} epoch {step}").items())
@@ -429,7 +370,7 @@ class MlflowTracker(Tracker):
                                   f"experiment in the suite's tracking.experiment")
             return found.experiment_id
         location = None
-        database = _sqlite_path(self.uri)
+        database = _sqlite_path(self.uri) if self.uri is not None else None
         if database is not None:
             # keep artifacts beside the database, not in whatever folder the process started in
             location = (database.resolve().parent / ARTIFACTS_FOLDER / metric_key(name).replace("/", "_")).as_uri()
@@ -483,8 +424,6 @@ class _RetryOnLock:
             return value
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            import random
-
             for attempt in range(self.ATTEMPTS):
                 try:
                     return value(*args, **kwargs)
@@ -513,6 +452,64 @@ def make_tracker(enabled: bool, uri: str | None = None) -> Tracker:
     if not enabled:
         return Tracker()
     return MlflowTracker(uri)
+
+
+# --------------------------------------------------------------------------------------------------- cells
+
+
+def log_cell(tracker: Tracker, outcome: CellOutcome, suite_tags: Mapping[str, str]) -> None:
+    """Log a finished cell as a child run: its config, history, metrics per condition, tags and files."""
+    cell, folder = outcome.cell, outcome.folder
+    history = store.read_json(folder / store.HISTORY) if (folder / store.HISTORY).is_file() else []
+    metrics: dict[str, float] = {}
+    if (folder / store.METRICS).is_file():
+        for row in store.read_json(folder / store.METRICS):
+            for name in ("accuracy", "balanced_accuracy", "macro_f1", "drop_from_clean"):
+                value = row.get(name)
+                if value is not None:
+                    metrics[f"{name}.{row['condition']}"] = float(value)
+    tags = {**suite_tags, "architecture": cell.architecture, "label": cell.label, "view": cell.view,
+            "fold": str(cell.fold), "seed": str(cell.seed), "status": outcome.status, "cell_key": cell.key}
+    if outcome.reason:
+        tags["failure"] = outcome.reason[:500]
+    artifacts = [folder / name for name in (store.PREDICTIONS, store.METRICS, store.CONFIG)
+                 if (folder / name).is_file()]
+    tracker.log_cell(cell.name, cell.to_dict(), history, metrics, tags, artifacts)
+
+
+@dataclass(frozen=True)
+class TrackingTarget:
+    """The MLflow parent run that jobs (cells, tuning workers) log their child runs under."""
+
+    uri: str
+    experiment_id: str
+    parent_run_id: str
+
+    @classmethod
+    def of(cls, tracker: Tracker) -> TrackingTarget | None:
+        """The target of ``tracker``'s open parent run; None when tracking is off."""
+        if not tracker.enabled or not tracker.parent_run_id or tracker.uri is None:
+            return None
+        return cls(tracker.uri, str(getattr(tracker, "experiment_id", "")), tracker.parent_run_id)
+
+
+@dataclass(frozen=True)
+class CellJobLogger:
+    """Picklable: a cluster job calls it with its cell's outcome to log the child run itself. Returns False (and
+    says why) when the store refuses, so that the submitting process logs the cell instead."""
+
+    target: TrackingTarget
+    suite_tags: dict[str, str]
+
+    def __call__(self, outcome: CellOutcome) -> bool:
+        try:
+            tracker = MlflowTracker.attach(self.target.uri, self.target.experiment_id, self.target.parent_run_id)
+            log_cell(tracker, outcome, self.suite_tags)
+        except Exception as error:  # the cell's results are on disk; tracking must not fail the cell
+            print(f"fbench: could not log cell {outcome.cell.name} to MLflow at {self.target.uri}: {error}",
+                  file=sys.stderr, flush=True)
+            return False
+        return True
 
 
 # --------------------------------------------------------------------------------------------------- the UI

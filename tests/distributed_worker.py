@@ -10,8 +10,7 @@ import torch
 from torch import nn
 
 from fbench.contract import ArchitectureSpec, Recipe
-from fbench.engine import EvalData, TrainData, predict_logits, train_model
-from fbench.engine import distributed
+from fbench.engine import EvalData, TrainData, TrainSettings, distributed, predict_logits, train_model
 
 SIZE = 8
 SPEC = ArchitectureSpec(input_size=(1, SIZE, SIZE), mean=(0.5,), std=(0.25,), recipe=Recipe(), num_classes=4)
@@ -50,7 +49,7 @@ def main(out: str) -> None:
     torch.manual_seed(0)
     model = Net()
     recipe = Recipe(optimizer="adam", lr=0.02, epochs=6, batch_size=32)
-    result = train_model(model, train, val, recipe, spec=SPEC, device="cpu", seed=0)
+    result = train_model(model, train, val, TrainSettings(recipe, SPEC, device="cpu", seed=0))
     logits = predict_logits(model, test_images, SPEC, device="cpu", batch_size=40)
     accuracy = float((logits.argmax(1) == test_labels).double().mean())
     if plan is None or plan.is_main:

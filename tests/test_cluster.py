@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from fbench.run import store
 from fbench.cli import main
-from fbench.suite.schema import load_suite
-from fbench.run.suite import RunOptions, run_suite
+from fbench.pipeline import run_suite
+from fbench.run import store
+from fbench.run.context import RunOptions
+from fbench.suite.load import load_suite
 
 pytest.importorskip("submitit")
 
@@ -65,12 +66,12 @@ def test_checkpointed_job_resubmits_the_same_cell_and_skips_finished_ones(tmp_pa
     """submitit calls ``checkpoint`` on preemption and runs what it returns: the same cell, started again."""
     import submitit
 
+    from fbench.run.context import Progress, RunContext, prepare
     from fbench.run.jobs import CellJob, JobSpec
-    from fbench.run.suite import Reporter, RunContext, prepare
 
     suite = smoke_suite(tmp_path)
     opts = options(tiny_kdef, cache_dir)
-    prepared = prepare(suite, opts, Reporter())
+    prepared = prepare(suite, opts, Progress())
     context = RunContext(suite, prepared.table, Path(suite.output), None, prepared.splits)
     job = CellJob(JobSpec(suite, opts, os.getcwd(), executor="debug"))
     first, second = prepared.cells
@@ -110,8 +111,10 @@ def test_local_jobs_two_at_once_log_to_one_sqlite_store(tmp_path, tiny_kdef, cac
 
 def test_preempted_local_job_is_requeued_and_finishes(tmp_path, tiny_kdef, cache_dir):
     """SIGUSR2 (SLURM's warning before preemption, as submitit asks for it) while the second cell trains: the job
-    requeues itself, the cell starts again and finishes; the first cell is not trained again."""
-    suite = smoke_suite(tmp_path)
+    requeues itself, the cell starts again and finishes; the first cell is not trained again. The second cell
+    trains for 12 epochs on all its images, so that the signal finds it training on any machine."""
+    suite = smoke_suite(tmp_path, "architectures.0.recipe.epochs=1", "budgets.smoke.max_epochs=12",
+                        "budgets.smoke.data_fraction=1.0")
     outcome: dict = {}
 
     def run() -> None:
@@ -150,13 +153,14 @@ def test_preempted_local_job_is_requeued_and_finishes(tmp_path, tiny_kdef, cache
 
 
 def test_status_shows_finished_failed_and_pending_cells(tmp_path, tiny_kdef, cache_dir, capsys, monkeypatch):
-    from fbench.run.executors import JobsIndex, suite_status
-    from fbench.run.suite import Reporter, prepare
+    from fbench.run.context import Progress, prepare
+    from fbench.run.executors import JobsIndex
+    from fbench.run.status import suite_status
 
     suite = smoke_suite(tmp_path, "architectures.0.recipe.lr=1e30", "architectures.0.recipe.optimizer=sgd",
                         "seeds=[0,1]", "budgets.smoke.seeds=2")
     opts = options(tiny_kdef, cache_dir, executor="debug")
-    prepared = prepare(suite, opts, Reporter())
+    prepared = prepare(suite, opts, Progress())
     assert len(prepared.cells) == 4
     run_suite(suite.model_copy(update={"seeds": [0]}), opts)  # two cells: one NaN failure, one complete
     output = Path(suite.output)

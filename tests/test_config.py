@@ -7,15 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from fbench.suite.schema import (
-    Budget,
-    SuiteError,
-    budget_cuts,
-    load_suite,
-    recipe_with_overrides,
-    validate_suite_file,
-)
 from fbench.errors import FbenchError
+from fbench.suite.load import builtin_suites, load_suite, validate_suite_file
+from fbench.suite.problems import SuiteError
+from fbench.suite.recipes import recipe_with_overrides
+from fbench.suite.schema import Budget, budget_cuts
 
 FULL = """
 name: multiview
@@ -253,6 +249,41 @@ def test_not_a_mapping_and_missing_file(tmp_path):
     assert "cannot read the suite file" in validate_suite_file(tmp_path / "nope.yaml")[0]
 
 
+def test_builtin_suite_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    suite = load_suite("multiview")
+    assert suite.name == "multiview"
+    assert Path(suite.source).name == "multiview.yaml" and Path(suite.source).is_file()
+    assert validate_suite_file("multiview") == []
+    # a path still works, and a file of that name in the working folder wins over the built-in suite
+    write(tmp_path, MINIMAL, name="multiview")
+    assert load_suite("multiview").name == "tiny"
+    assert load_suite(tmp_path / "multiview").name == "tiny"
+
+
+def test_unknown_builtin_suite_name_lists_the_builtin_suites(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    problems = validate_suite_file("multiveiw")
+    assert len(problems) == 1 and "\n" not in problems[0]
+    assert problems[0].startswith("multiveiw: ") and "(did you mean 'multiview'?)" in problems[0]
+    assert problems[0].endswith("built-in suites: " + ", ".join(builtin_suites()))
+    with pytest.raises(SuiteError, match="no built-in suite of that name; built-in suites: "):
+        load_suite("nosuch")
+    # with a suffix or a folder, the argument is a path: no built-in suite is looked up
+    assert "cannot read the suite file" in validate_suite_file("multiview.yaml")[0]
+    assert "cannot read the suite file" in validate_suite_file("suites/multiview")[0]
+
+
+def test_builtin_suites_are_packaged():
+    assert {"ablations", "efficiency", "masked", "multiview", "occlusion", "smoke"} <= set(builtin_suites())
+
+
+@pytest.mark.parametrize("name", builtin_suites())
+def test_every_builtin_suite_validates(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert validate_suite_file(name) == []
+
+
 def test_duplicate_labels_are_an_error(tmp_path):
     problem = only_problem(tmp_path, """
         name: x
@@ -396,7 +427,8 @@ def test_engine_settings_reach_the_cells_and_only_non_defaults_change_keys(tmp_p
     plain = expand_cells(load_suite(path), "/data", True, {"main": 10}, "smoke")
     tuned = expand_cells(load_suite(path, ["engine.compile=true", "engine.eval_batch_size=64"]), "/data", True,
                          {"main": 10}, "smoke")
-    assert plain[0].engine == {} and "engine" not in plain[0].to_dict()
-    assert tuned[0].engine == {"compile": True, "eval_batch_size": 64} and tuned[0].key != plain[0].key
+    assert plain[0].engine.non_default() == {} and "engine" not in plain[0].to_dict()
+    assert tuned[0].engine.non_default() == {"compile": True, "eval_batch_size": 64}
+    assert tuned[0].to_dict()["engine"] == {"compile": True, "eval_batch_size": 64} and tuned[0].key != plain[0].key
     problems = problems_of(tmp_path, MINIMAL + "engine: {compiel: true}\n")
     assert any("engine.compiel" in p and "compile" in p for p in problems), problems

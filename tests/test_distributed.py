@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fbench.run import store
 from fbench.engine.distributed import ParallelPlan
+from fbench.run import store
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 SMOKE = Path(__file__).resolve().parents[1] / "suites" / "smoke.yaml"
@@ -45,17 +45,17 @@ def test_a_batch_is_shared_out_whole_and_weighted_by_its_rows():
 def cell_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cell folder (config, split, checkpoint) of the smoke suite's resnet18 cell on a tiny synthetic set; the
     checkpoint holds seeded, untrained weights: evaluation does not care how they were found."""
-    from fbench.suite.schema import load_suite
     from fbench.data.synth.build import SynthConfig, build_synthetic_kdef
     from fbench.engine import save_state
     from fbench.registry import get_architecture
-    from fbench.run.suite import Reporter, RunOptions, prepare
+    from fbench.run.context import Progress, RunOptions, prepare
+    from fbench.suite.load import load_suite
 
     base = tmp_path_factory.mktemp("dist")
     root = base / "kdef"
     build_synthetic_kdef(root, SynthConfig(identities=10, sessions=1, image_size=(160, 128)), workers=2)
     suite = load_suite(SMOKE, [f"output={base / 'runs'}", f"reports={base / 'reports'}"], only=["resnet18"])
-    prepared = prepare(suite, RunOptions(data={"kdef": str(root)}, cache_dir=base / "cache"), Reporter())
+    prepared = prepare(suite, RunOptions(data={"kdef": str(root)}, cache_dir=base / "cache"), Progress())
     cell = prepared.cells[0]
     folder = base / "runs" / cell.suite / cell.key
     store.write_json(folder / store.CONFIG, cell.to_dict())

@@ -14,9 +14,21 @@ from torch import nn
 
 from fbench.contract import ArchitectureSpec, Augment, EarlyStopping, Recipe, Schedule
 from fbench.data.transforms import BatchAugment
-from fbench.engine import (EvalData, NonFiniteLossError, TrainData, build_optimizer, build_scheduler, load_state,
-                           param_groups, predict_logits, predictions_frame, save_state, scheduler_step,
-                           train_model)
+from fbench.engine import (
+    EvalData,
+    NonFiniteLossError,
+    TrainData,
+    TrainSettings,
+    build_optimizer,
+    build_scheduler,
+    load_state,
+    param_groups,
+    predict_logits,
+    predictions_frame,
+    save_state,
+    scheduler_step,
+    train_model,
+)
 from fbench.engine.sampling import class_balanced_weights, epoch_order, stream_generator
 from fbench.errors import FbenchError
 from fbench.registry import get_architecture
@@ -67,7 +79,7 @@ def fit(model: nn.Module, recipe: Recipe, train: EvalData | None = None, val: Ev
         seed: int = 0, **kwargs):
     train = train if train is not None else split(64, 1, "t")
     val = val if val is not None else split(32, 2, "v", EvalData)
-    return train_model(model, train, val, recipe, spec=SPEC, device="cpu", seed=seed, **kwargs)
+    return train_model(model, train, val, TrainSettings(recipe, SPEC, device="cpu", seed=seed, **kwargs))
 
 
 def without_time(history: list[dict]) -> list[dict]:
@@ -104,8 +116,9 @@ def test_same_seed_same_history_and_weights_different_seed_differs() -> None:
 
 def test_train_model_takes_no_test_split() -> None:
     names = [n.lower() for n in inspect.signature(train_model).parameters]
-    assert not [n for n in names if "test" in n]
-    assert names[:4] == ["model", "train", "val", "recipe"]
+    settings = [f.name.lower() for f in dataclasses.fields(TrainSettings)]
+    assert not [n for n in names + settings if "test" in n]
+    assert names == ["model", "train", "val", "settings"]
 
 
 def test_validation_is_required_for_early_stopping_and_plateau() -> None:
@@ -113,8 +126,9 @@ def test_validation_is_required_for_early_stopping_and_plateau() -> None:
     for recipe in (dataclasses.replace(QUICK, early_stopping=EarlyStopping()),
                    dataclasses.replace(QUICK, schedule=Schedule("reduce_on_plateau", {"patience": 1}))):
         with pytest.raises(FbenchError, match="validation split"):
-            train_model(tiny(), train, None, recipe, spec=SPEC, device="cpu", seed=0)
-    result = train_model(tiny(), train, None, dataclasses.replace(QUICK, epochs=1), spec=SPEC, device="cpu", seed=0)
+            train_model(tiny(), train, None, TrainSettings(recipe, SPEC, device="cpu", seed=0))
+    result = train_model(tiny(), train, None, TrainSettings(dataclasses.replace(QUICK, epochs=1), SPEC, device="cpu",
+                                                                 seed=0))
     assert result.history[0]["val_loss"] is None and result.best_epoch is None
 
 
@@ -285,7 +299,7 @@ def test_offline_augmentation_multiplies_the_training_set_by_four() -> None:
     images, labels = quadrants(6, 1, size=32)
     train = TrainData(images, labels, tuple(map(str, range(6))))
     val = EvalData(images, labels, tuple(map(str, range(6))))
-    result = train_model(model, train, val, recipe, spec=spec, device="cpu", seed=0)
+    result = train_model(model, train, val, TrainSettings(recipe, spec, device="cpu", seed=0))
     assert len(result.history) == 2
     assert seen == [16, 8] * 2  # 4 x 6 = 24 rows per epoch
 

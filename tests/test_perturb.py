@@ -7,11 +7,11 @@ import torch
 
 from fbench.errors import FbenchError, UnknownNameError
 from fbench.perturb.apply import apply_condition, resolve_condition
-from fbench.suite.conditions import parse_condition
 from fbench.perturb.face import FaceFrame
 from fbench.perturb.keys import sample_keys, uniform
 from fbench.perturb.landmarks import CANONICAL, canonical_landmarks, fill_missing
 from fbench.registry import get_perturbation
+from fbench.suite.conditions import parse_condition
 
 OCCLUSION_KINDS = ("rectangle", "eye_band", "mouth_band", "texture", "hand")
 MASK_KINDS = ("surgical", "cloth", "n95", "kn95")
@@ -220,7 +220,7 @@ def test_partly_known_landmarks_are_completed_consistently():
 
 
 def test_canonical_poses_are_plausible():
-    for pose, points in CANONICAL.items():
+    for points in CANONICAL.values():
         (elx, ely), (erx, ery), (nx, ny), (mlx, mly), (mrx, mry), (cx, cy) = points
         assert elx <= erx and mlx <= mrx and ely < ny < mly < cy
         assert all(0.0 < v < 1.0 for p in points for v in p)

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from fbench.score.leaderboard import build_leaderboards
 from fbench.progress import print_leaderboards
+from fbench.score.leaderboard import build_leaderboards
 
 CONDITIONS = ["clean", "occlusion:kind=rectangle,severity=0.25", "occlusion:kind=eye_band,severity=0.5",
               "mask:kind=surgical", "mask:kind=n95"]

@@ -10,25 +10,17 @@ import pandas as pd
 import pytest
 
 from fbench.errors import FbenchError
-from fbench.report.document import (
-    PLOT_FILES,
-    SYNTHETIC_BANNER,
+from fbench.report.document import SYNTHETIC_BANNER, report_folder, write_report
+from fbench.report.plots import PLOT_FILES, make_figures, pareto_front, plot_occlusion, plot_pose
+from fbench.report.tables import (
     ReportData,
-    condition_label,
     format_macs,
     format_params,
     format_pct,
     leaderboard_table,
-    make_figures,
     order_poses,
-    parse_condition,
-    pareto_front,
-    perturbation_point,
-    plot_occlusion,
-    plot_pose,
-    report_folder,
-    write_report,
 )
+from fbench.suite.conditions import condition_label, perturbation_point, read_condition
 
 CLASSES = ["neutral", "happy", "sad", "surprise", "fear", "disgust", "anger"]
 OCC = ("occlusion:kind=rectangle,severity=0.25", "occlusion:kind=rectangle,severity=0.5")
@@ -224,10 +216,10 @@ def test_pose_order() -> None:
 
 
 def test_severity_parsing() -> None:
-    assert parse_condition("occlusion:kind=rectangle,severity=0.25") == (
+    assert read_condition("occlusion:kind=rectangle,severity=0.25") == (
         "occlusion", {"kind": "rectangle", "severity": 0.25})
-    assert parse_condition("clean") == ("clean", {})
-    assert parse_condition("pose=FL") == ("pose", {"pose": "FL"})
+    assert read_condition("clean") == ("clean", {})
+    assert read_condition("pose=FL") == ("pose", {"pose": "FL"})
     assert perturbation_point("occlusion:kind=eye_band,severity=0.5") == ("occlusion", "eye_band", 0.5)
     assert perturbation_point("occlusion:severity=1") == ("occlusion", "rectangle", 1.0)
     assert perturbation_point("mask:kind=n95") == ("mask", "n95", 1.0)

@@ -6,11 +6,11 @@ import dataclasses
 
 import pytest
 import torch
+from test_engine import QUICK, fit, split, tiny, without_time
 
 from fbench.contract import Augment
 from fbench.engine.residency import StreamedBatches, batch_source, choose_residency
 from fbench.errors import FbenchError
-from test_engine import QUICK, fit, split, tiny, without_time
 
 
 def test_streamed_batches_follow_the_epoch_order_across_chunks():

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from fbench.pipeline import rescore_suite, run_suite
 from fbench.run import store
-from fbench.suite.schema import load_suite
-from fbench.run.suite import RunOptions, rescore_suite, run_suite
+from fbench.run.context import Progress, RunOptions, prepare
+from fbench.suite.load import load_suite
 
 SMOKE = Path(__file__).resolve().parents[1] / "suites" / "smoke.yaml"
 
@@ -60,7 +61,7 @@ def test_second_run_trains_nothing_and_gives_the_same_leaderboard(tmp_path, tiny
     def refuse(*args, **kwargs):
         raise AssertionError("a finished cell must not be trained again")
 
-    monkeypatch.setattr("fbench.run.suite._train_and_predict", refuse)
+    monkeypatch.setattr("fbench.run.cell.train_and_predict", refuse)
     second = run_suite(smoke_suite(tmp_path), options(tmp_path, tiny_kdef, write_report=False))
     assert all(o.reused for o in second.outcomes)
     assert first.leaderboards[0].aggregate.equals(second.leaderboards[0].aggregate)
@@ -70,12 +71,10 @@ def test_second_run_trains_nothing_and_gives_the_same_leaderboard(tmp_path, tiny
 
 
 def test_cell_keys_follow_the_configuration(tmp_path, tiny_kdef):
-    from fbench.run.suite import Reporter, prepare
-
-    base = prepare(smoke_suite(tmp_path), options(tmp_path, tiny_kdef), Reporter())
-    again = prepare(smoke_suite(tmp_path), options(tmp_path, tiny_kdef), Reporter())
+    base = prepare(smoke_suite(tmp_path), options(tmp_path, tiny_kdef), Progress())
+    again = prepare(smoke_suite(tmp_path), options(tmp_path, tiny_kdef), Progress())
     changed = prepare(smoke_suite(tmp_path, "architectures.0.recipe.lr=0.01"), options(tmp_path, tiny_kdef),
-                      Reporter())
+                      Progress())
     keys = [c.key for c in base.cells]
     assert keys == [c.key for c in again.cells] and len(set(keys)) == len(keys)
     assert [c.key for c in changed.cells][0] != keys[0] and [c.key for c in changed.cells][1] == keys[1]
@@ -92,9 +91,9 @@ def test_a_nan_loss_fails_its_cell_and_the_suite_goes_on(tmp_path, tiny_kdef):
 
 
 def test_interrupted_run_resumes_without_retraining(tmp_path, tiny_kdef, monkeypatch):
-    import fbench.run.suite as runner
+    import fbench.run.cell as runner
 
-    original = runner._train_and_predict
+    original = runner.train_and_predict
     calls = []
 
     def interrupt_second(cell, *args, **kwargs):
@@ -103,10 +102,10 @@ def test_interrupted_run_resumes_without_retraining(tmp_path, tiny_kdef, monkeyp
             raise KeyboardInterrupt
         return original(cell, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "_train_and_predict", interrupt_second)
+    monkeypatch.setattr(runner, "train_and_predict", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         run_suite(smoke_suite(tmp_path), options(tmp_path, tiny_kdef, write_report=False))
-    monkeypatch.setattr(runner, "_train_and_predict", original)
+    monkeypatch.setattr(runner, "train_and_predict", original)
     resumed = run_suite(smoke_suite(tmp_path), options(tmp_path, tiny_kdef, write_report=False))
     assert [o.reused for o in resumed.outcomes] == [True, False]
 
@@ -139,7 +138,7 @@ def test_kill_9_midway_then_rerun_finishes(tmp_path, tiny_kdef):
 
 
 def test_every_suite_file_validates():
-    from fbench.suite.schema import validate_suite_file
+    from fbench.suite.load import validate_suite_file
 
     suites = sorted((Path(__file__).resolve().parents[1] / "suites").glob("*.yaml"))
     assert suites

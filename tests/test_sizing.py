@@ -6,7 +6,6 @@ import collections
 
 import pytest
 
-from fbench.suite.schema import Budget, budget_cuts, merge_budget
 from fbench.run.sizing import (
     MIN_IMAGES_PER_CLASS,
     TRAIN_PASSES,
@@ -14,6 +13,7 @@ from fbench.run.sizing import (
     forward_macs,
     stratified_subset,
 )
+from fbench.suite.schema import Budget, budget_cuts, merge_budget
 
 IDS = [f"s{i:03d}" for i in range(140)]
 LABELS = [i % 7 for i in range(140)]
@@ -51,7 +51,7 @@ def test_quick_budget_states_its_caps():
 
 
 def test_budget_cuts_name_compute_and_evaluation_caps(tmp_path):
-    from fbench.suite.schema import load_suite
+    from fbench.suite.load import load_suite
 
     path = tmp_path / "s.yaml"
     path.write_text("name: s\nviews: [{name: sd, kind: subject_kfold, folds: 5}]\narchitectures: [{name: lanmsff}]\n"
@@ -63,22 +63,23 @@ def test_budget_cuts_name_compute_and_evaluation_caps(tmp_path):
 
 
 def test_validation_cap_falls_back_to_the_evaluation_cap():
-    from fbench.run.cells import Cell
-    from fbench.run.suite import _eval_ids
+    from fbench.contract import Recipe
+    from fbench.run.cells import Cell, ImageCaps
+    from fbench.run.inputs import eval_ids
 
     class Table:
         frame = __import__("pandas").DataFrame({"sample_id": IDS, "label": LABELS})
 
     def cell(**caps):
-        return Cell(suite="s", label="a", architecture="lanmsff", options={}, input_size=(1, 64, 64), recipe={},
-                    dataset="d", dataset_root="/", synthetic=True, view="main",
+        return Cell(suite="s", label="a", architecture="lanmsff", options={}, input_size=(1, 64, 64),
+                    recipe=Recipe(), dataset="d", dataset_root="/", synthetic=True, view="main",
                     protocol={"arguments": {"seed": 0}}, fold=0, folds=1, seed=0, conditions=("clean",),
-                    train_conditions=(), max_train_images=None, data_fraction=1.0, **caps)
+                    caps=ImageCaps(**caps))
 
-    assert len(_eval_ids(cell(max_eval_images=70), IDS, Table, "val")) == 70
-    assert len(_eval_ids(cell(max_eval_images=70, max_val_images=35), IDS, Table, "val")) == 35
-    assert len(_eval_ids(cell(max_eval_images=70, max_val_images=35), IDS, Table, "test")) == 70
-    assert _eval_ids(cell(), IDS, Table, "test") == IDS
+    assert len(eval_ids(cell(max_eval_images=70), IDS, Table, "val")) == 70
+    assert len(eval_ids(cell(max_eval_images=70, max_val_images=35), IDS, Table, "val")) == 35
+    assert len(eval_ids(cell(max_eval_images=70, max_val_images=35), IDS, Table, "test")) == 70
+    assert eval_ids(cell(), IDS, Table, "test") == IDS
 
 
 @pytest.mark.parametrize("bad", [{"max_train_tmacs": 0}, {"max_eval_images": 0}, {"max_view_folds": 0},

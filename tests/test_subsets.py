@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fbench.run.cells import Cell
-from fbench.suite.schema import load_suite, validate_suite_file
+from fbench.contract import Recipe
 from fbench.data.table import REQUIRED_COLUMNS, SampleTable
+from fbench.run.cell import subset_predictions
+from fbench.run.cells import Cell
 from fbench.score.metrics import condition_metrics
-from fbench.run.suite import _subset_predictions
+from fbench.suite.load import load_suite, validate_suite_file
 
 
 def table_with_tags() -> SampleTable:
@@ -28,17 +29,16 @@ def clean_predictions() -> pd.DataFrame:
 
 
 def cell(conditions: tuple[str, ...]) -> Cell:
-    return Cell(suite="s", label="a", architecture="lanmsff", options={}, input_size=(1, 64, 64), recipe={},
+    return Cell(suite="s", label="a", architecture="lanmsff", options={}, input_size=(1, 64, 64), recipe=Recipe(),
                 dataset="tagged", dataset_root="/nowhere", synthetic=False, view="main", protocol={}, fold=0,
-                folds=1, seed=0, conditions=conditions, train_conditions=(), max_train_images=None,
-                data_fraction=1.0)
+                folds=1, seed=0, conditions=conditions)
 
 
 def test_subset_rows_are_the_tagged_clean_predictions_and_drop_is_against_the_whole_set():
     subset_cell = cell(("clean", "subset:occlusion", "subset:pose_gt30"))
     assert subset_cell.subsets == ("subset:occlusion", "subset:pose_gt30") and subset_cell.perturbations == ()
     clean = clean_predictions()
-    parts = _subset_predictions(subset_cell, clean, table_with_tags())
+    parts = subset_predictions(subset_cell, clean, table_with_tags())
     assert len(parts) == 1  # no sample is tagged pose_gt30: left out
     assert list(parts[0]["sample_id"]) == ["test_0", "test_1"] and set(parts[0]["condition"]) == {"subset:occlusion"}
     metrics = condition_metrics(pd.concat([clean, *parts], ignore_index=True), 3).set_index("condition")

@@ -11,9 +11,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fbench.data.synth.build import (EXPRESSION_LABELS, KDEF_EXPRESSIONS, MANIFEST_COLUMNS, SynthConfig,
-                               build_synthetic_kdef, make_identity, render_arrays, render_face, render_sample,
-                               sample_nuisance)
+from fbench.data.synth.build import (
+    EXPRESSION_LABELS,
+    KDEF_EXPRESSIONS,
+    MANIFEST_COLUMNS,
+    SynthConfig,
+    build_synthetic_kdef,
+    make_identity,
+    render_arrays,
+    render_face,
+    render_sample,
+    sample_nuisance,
+)
 from fbench.data.table import BOX_COLUMNS, CANONICAL_LABELS, KDEF_POSES, LANDMARK_COLUMNS
 from fbench.errors import FbenchError
 
@@ -119,7 +128,7 @@ def test_render_face_api_and_bad_input() -> None:
     # Expressions change the face, not the frame: the neutral and happy images differ inside the face box only.
     (neutral, _, box), _ = render_sample(0, "F", 2, 0, "NE", "S", (96, 80))
     assert not np.array_equal(neutral, render_sample(0, "F", 2, 0, "HA", "S", (96, 80))[0].image)
-    assert KDEF_EXPRESSIONS == tuple(sorted(EXPRESSION_LABELS))
+    assert tuple(sorted(EXPRESSION_LABELS)) == KDEF_EXPRESSIONS
 
 
 # ----------------------------------------------------------------------------------------------- learnability

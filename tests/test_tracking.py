@@ -152,10 +152,9 @@ def test_cell_curves_final_metrics_tags_and_artifacts(logged: dict) -> None:
 
 def test_context_manager_ends_failed_on_an_exception(logged: dict) -> None:
     tracker = MlflowTracker(logged["uri"])
-    with pytest.raises(ZeroDivisionError):
-        with tracker:
-            tracker.start_suite("failing-suite", "doomed", params={}, tags={})
-            1 / 0
+    with pytest.raises(ZeroDivisionError), tracker:
+        tracker.start_suite("failing-suite", "doomed", params={}, tags={})
+        raise ZeroDivisionError("a bug inside the suite")
     assert logged["client"].get_run(tracker.parent_run_id).info.status == "FAILED"
     tracker.end("FINISHED")  # already ended: nothing changes
     assert logged["client"].get_run(tracker.parent_run_id).info.status == "FAILED"
@@ -163,10 +162,9 @@ def test_context_manager_ends_failed_on_an_exception(logged: dict) -> None:
 
 def test_context_manager_ends_killed_on_ctrl_c(logged: dict) -> None:
     tracker = MlflowTracker(logged["uri"])
-    with pytest.raises(KeyboardInterrupt):
-        with tracker:
-            tracker.start_suite("failing-suite", "interrupted", params={}, tags={})
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), tracker:
+        tracker.start_suite("failing-suite", "interrupted", params={}, tags={})
+        raise KeyboardInterrupt
     assert logged["client"].get_run(tracker.parent_run_id).info.status == "KILLED"
     # a second invocation reuses the experiment
     experiments = [e for e in logged["client"].search_experiments() if e.name == "failing-suite"]

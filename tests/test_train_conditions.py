@@ -48,9 +48,10 @@ def test_a_bad_training_condition_names_the_problem():
 
 
 def test_a_suite_trains_one_entry_with_masks(tmp_path, tiny_kdef):
+    from fbench.pipeline import run_suite
     from fbench.run import store
-    from fbench.suite.schema import load_suite
-    from fbench.run.suite import RunOptions, run_suite
+    from fbench.run.context import RunOptions
+    from fbench.suite.load import load_suite
 
     suite_file = tmp_path / "masked.yaml"
     suite_file.write_text(

@@ -3,7 +3,6 @@ against torchvision, recipe -> BatchAugment, offline expansion."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F

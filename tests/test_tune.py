@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fbench.suite.schema import SuiteError, load_suite, validate_suite_file
 from fbench.errors import FbenchError
 from fbench.registry import get_architecture
-from fbench.tune import TuneOptions, run_tune
+from fbench.suite.load import load_suite, validate_suite_file
+from fbench.suite.problems import SuiteError
 from fbench.suite.search import default_space, parse_space
+from fbench.tune import TuneOptions, run_tune
 
 optuna = pytest.importorskip("optuna")
 
@@ -198,7 +199,8 @@ def test_study_prunes_logs_children_writes_best_and_resumes(tmp_path, tiny_kdef,
     import fbench.tune.study as study_module
     from fbench.engine import TrainResult
 
-    def scripted(model, train, val, recipe, *, on_epoch, **kwargs):
+    def scripted(model, train, val, settings):
+        recipe, on_epoch = settings.recipe, settings.on_epoch
         result = TrainResult()
         for epoch in range(1, recipe.epochs + 1):
             record = {"epoch": epoch, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 1.0,
@@ -338,16 +340,16 @@ def test_two_processes_share_one_storage(tmp_path, tiny_kdef, tiny_plugin, stora
 
 
 def test_best_yaml_round_trips_into_run_params_and_tuned_from(tmp_path, tiny_kdef, tiny_plugin):
-    from fbench.run.suite import Reporter, RunOptions, prepare
+    from fbench.run.context import Progress, RunOptions, prepare
 
     suite_path = write_suite(tmp_path, tiny_plugin)
     result = run_tune(load_suite(suite_path), tune_options(tmp_path, tiny_kdef, trials=1))
     written = yaml.safe_load(result.best_path.read_text())
     options = RunOptions(data={"kdef": str(tiny_kdef)}, tracking=False, device="cpu")
-    plain = prepare(load_suite(suite_path), options, Reporter()).cells
-    tuned = prepare(load_suite(suite_path, params=[result.best_path]), options, Reporter()).cells
+    plain = prepare(load_suite(suite_path), options, Progress()).cells
+    tuned = prepare(load_suite(suite_path, params=[result.best_path]), options, Progress()).cells
     assert tuned[0].key != plain[0].key and tuned[1].key == plain[1].key  # only tiny_tune's cells change
-    assert tuned[0].recipe["lr"] == written["params"]["lr"]
+    assert tuned[0].recipe.lr == written["params"]["lr"]
     assert tuned[0].options["head_dropout"] == written["params"]["options.head_dropout"]
     assert tuned[0].extra["tuned_from"]["file"] == str(result.best_path.resolve())
 
@@ -356,10 +358,10 @@ def test_best_yaml_round_trips_into_run_params_and_tuned_from(tmp_path, tiny_kde
     best.write_text(yaml.safe_dump({"architecture": "lanmsff", "study": "s", "trial": 3,
                                     "params": {"lr": 0.0042, "options.pwfs": False, "schedule.params.factor": 0.5}}))
     suite_path.write_text(suite_path.read_text() + "tuned_from: best.yaml\n")
-    cells = prepare(load_suite(suite_path), options, Reporter()).cells
+    cells = prepare(load_suite(suite_path), options, Progress()).cells
     lanmsff = next(c for c in cells if c.architecture == "lanmsff")
-    assert lanmsff.recipe["lr"] == 0.0042 and lanmsff.options["pwfs"] is False
-    assert lanmsff.recipe["schedule"]["params"] == {"factor": 0.5, "patience": 8, "monitor": "val_loss"}
+    assert lanmsff.recipe.lr == 0.0042 and lanmsff.options["pwfs"] is False
+    assert lanmsff.recipe.schedule.params == {"factor": 0.5, "patience": 8, "monitor": "val_loss"}
     assert lanmsff.extra["tuned_from"]["trial"] == 3
 
 

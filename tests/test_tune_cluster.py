@@ -11,12 +11,12 @@ import pytest
 import yaml
 from test_tune import tiny_plugin, tune_options, write_suite  # noqa: F401 (tiny_plugin: a fixture)
 
+from fbench.errors import FbenchError
 from fbench.run import store
 from fbench.run.executors import GpuSlots, submit_local, visible_gpus
-from fbench.suite.schema import load_suite
-from fbench.errors import FbenchError
-from fbench.tune.workers import TuneCluster, TuneJobSpec, TuneWorker, shareable_storage, submit_tune, trial_shares
+from fbench.suite.load import load_suite
 from fbench.tune.study import resolve_storage
+from fbench.tune.workers import TuneCluster, TuneJobSpec, TuneWorker, shareable_storage, submit_tune, trial_shares
 
 optuna = pytest.importorskip("optuna")
 pytest.importorskip("submitit")

@@ -12,6 +12,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
+from fbench.data.images import read_image_file
 from fbench.data.table import SampleTable
 
 OnError = Literal["raise", "skip"]
@@ -34,8 +35,6 @@ class DatasetAdapter(ABC):
 
     def read_image(self, table: SampleTable, row: int) -> np.ndarray:
         """The image of table row ``row`` as uint8, H x W x 3 (RGB) or H x W (grayscale)."""
-        from fbench.data.images import read_image_file
-
         record = table.frame.iloc[row]
         if int(record["index"]) >= 0:
             assert table.pixels is not None

@@ -94,9 +94,9 @@ def cache_key(table: SampleTable, size: tuple[int, int, int], crop: Crop) -> str
     digest.update(json.dumps(header, sort_keys=True).encode())
     columns = ["sample_id", "label", "path", "index", "pose"]
     columns += [c for c in BOX_COLUMNS + LANDMARK_COLUMNS if c in table.frame.columns]
-    digest.update(pd.util.hash_pandas_object(table.frame[columns], index=False).values.tobytes())
+    digest.update(pd.util.hash_pandas_object(table.frame[columns], index=False).to_numpy().tobytes())
     if table.pixels is not None:
-        digest.update(hashlib.sha256(np.ascontiguousarray(table.pixels)).digest())
+        digest.update(hashlib.sha256(np.ascontiguousarray(table.pixels).data).digest())
     for path in table.frame["path"]:
         if path:
             stat = (Path(table.root) / path).stat()

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fbench.errors import FbenchError
+
+if TYPE_CHECKING:  # OpenCV is imported where it is used: importing it costs more than the rest of this module
+    import cv2
 
 BOX_MARGIN = 0.15
 # Where a face sits in a KDEF photograph (562 x 762) when the detector finds none, as fractions of the
@@ -67,7 +71,7 @@ def landmarks_in_crop(landmarks: np.ndarray, square: Square) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=1)
-def _cascades() -> tuple[object, object]:
+def _cascades() -> tuple[cv2.CascadeClassifier, cv2.CascadeClassifier]:
     import cv2
 
     if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
@@ -75,8 +79,9 @@ def _cascades() -> tuple[object, object]:
             "OpenCV has no Haar cascades (opencv-python-headless 5.x ships none); install "
             "'opencv-python-headless<5' or use a dataset with recorded face boxes"
         )
-    frontal = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-    profile = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_profileface.xml")
+    folder = cv2.data.haarcascades  # type: ignore[attr-defined]  # OpenCV's stubs leave out cv2.data
+    frontal = cv2.CascadeClassifier(folder + "haarcascade_frontalface_default.xml")
+    profile = cv2.CascadeClassifier(folder + "haarcascade_profileface.xml")
     return frontal, profile
 
 
@@ -91,9 +96,11 @@ def detect_face(image: np.ndarray, pose: str = "") -> tuple[Square, bool]:
     frontal, profile = _cascades()
     candidates: list[tuple[int, int, int, int]] = []
     if pose in ("", "S", "HL", "HR"):
-        candidates += [tuple(b) for b in frontal.detectMultiScale(gray, 1.1, 5, minSize=(min_side, min_side))]
+        found = frontal.detectMultiScale(gray, 1.1, 5, minSize=(min_side, min_side))
+        candidates += [(int(x), int(y), int(w), int(h)) for (x, y, w, h) in found]
     if not candidates:
-        candidates += [tuple(b) for b in profile.detectMultiScale(gray, 1.1, 5, minSize=(min_side, min_side))]
+        found = profile.detectMultiScale(gray, 1.1, 5, minSize=(min_side, min_side))
+        candidates += [(int(x), int(y), int(w), int(h)) for (x, y, w, h) in found]
         mirrored = profile.detectMultiScale(gray[:, ::-1].copy(), 1.1, 5, minSize=(min_side, min_side))
         candidates += [(width - x - w, y, w, h) for (x, y, w, h) in mirrored]
     if candidates:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from fbench.errors import FbenchError
 
@@ -17,8 +18,6 @@ class UnreadableImageError(FbenchError):
 
 def read_image_file(path: Path) -> np.ndarray:
     """Decode an image file to uint8 H x W x 3 RGB (grayscale files stay H x W)."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as image:
             image.load()

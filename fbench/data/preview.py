@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
 from fbench.data.cache import decode_rows
 from fbench.data.table import KDEF_POSES, SampleTable
+from fbench.perturb.apply import apply_condition
+from fbench.suite.conditions import CLEAN
 
 TILE_CAPTION = 16
 
@@ -17,8 +22,12 @@ def pick_rows(table: SampleTable, count: int, seed: int = 0) -> list[int]:
     """Up to ``count`` rows, one per (label, pose) group in turn, each group shuffled by ``seed``."""
     rng = np.random.default_rng(seed)
     order = {pose: i for i, pose in enumerate(KDEF_POSES)}  # left profile to right profile
-    grouped = sorted(table.frame.groupby(["label", "pose"]).groups.items(),
-                     key=lambda item: (item[0][0], order.get(item[0][1], len(order)), str(item[0][1])))
+
+    def label_then_pose(item: tuple[Hashable, Any]) -> tuple[Any, int, str]:
+        label, pose = cast(tuple[Any, Any], item[0])  # grouped by two columns: the key is a (label, pose) pair
+        return label, order.get(pose, len(order)), str(pose)
+
+    grouped = sorted(table.frame.groupby(["label", "pose"]).groups.items(), key=label_then_pose)
     groups = [rng.permutation(rows.to_numpy()).tolist() for _, rows in grouped]
     picked: list[int] = []
     while len(picked) < min(count, len(table)):
@@ -31,13 +40,9 @@ def pick_rows(table: SampleTable, count: int, seed: int = 0) -> list[int]:
 def preview_grid(table: SampleTable, out: Path, *, condition: str | None = None, count: int = 35,
                  columns: int | None = None, tile: int = 128, seed: int = 0) -> Path:
     """Write a PNG grid of ``count`` faces cropped as the cache crops them, under ``condition`` if given."""
-    from PIL import Image, ImageDraw
-
     rows = pick_rows(table, count, seed)
     images, landmarks = decode_rows(table, rows, (3, tile, tile))
     if condition:
-        from fbench.perturb.apply import apply_condition
-
         frame = table.frame.iloc[rows]
         perturbed = apply_condition(condition, images.float() / 255.0, landmarks,
                                     frame["sample_id"].tolist(), seed, poses=frame["pose"].tolist())
@@ -48,7 +53,7 @@ def preview_grid(table: SampleTable, out: Path, *, condition: str | None = None,
     header = 24
     sheet = Image.new("RGB", (columns * tile, header + lines * (tile + TILE_CAPTION)), "white")
     draw = ImageDraw.Draw(sheet)
-    title = f"{table.dataset}{' (synthetic)' if table.synthetic else ''}: {condition or 'clean'}"
+    title = f"{table.dataset}{' (synthetic)' if table.synthetic else ''}: {condition or CLEAN}"
     draw.text((6, 6), title, fill="black")
     names = table.label_names
     for i, row in enumerate(rows):

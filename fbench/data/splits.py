@@ -15,7 +15,6 @@ Protocols (dispatch by name with :func:`make_split`, or every fold at once with 
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import inspect
 import json
@@ -29,9 +28,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from fbench.data.table import SampleTable
-from fbench.errors import FbenchError, UnknownNameError
+from fbench.errors import FbenchError, UnknownNameError, close_matches
 
 SPLIT_FORMAT = 1
 PARTS = ("train", "val", "test")
@@ -270,8 +270,6 @@ def _carve_val(frame: pd.DataFrame, train: np.ndarray, seed: int, val_fraction: 
 
 def _carve_val_by_subject(part: pd.DataFrame, train: np.ndarray, seed: int,
                           val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.model_selection import StratifiedGroupKFold
-
     # One fold of a stratified group k-fold is the validation set, so its size is about 1/round(1/val_fraction).
     n_splits = max(2, int(round(1 / val_fraction)))
     subjects = part["subject"].to_numpy()
@@ -302,8 +300,6 @@ def stratified_kfold(table: SampleTable, folds: int = 10, fold: int = 0, seed: i
     models. Use :func:`subject_kfold` for a subject-independent estimate. Validation is a stratified
     ``val_fraction`` of the training images.
     """
-    from sklearn.model_selection import StratifiedKFold
-
     _check_folds(folds, fold)
     _check_val_fraction(val_fraction)
     frame = _frame(table)
@@ -323,8 +319,6 @@ def subject_kfold(table: SampleTable, folds: int = 10, fold: int = 0, seed: int 
     No subject appears in both train and test, nor in both train and val: validation is a group of training
     subjects, about ``val_fraction`` of them.
     """
-    from sklearn.model_selection import StratifiedGroupKFold
-
     _check_folds(folds, fold)
     _check_val_fraction(val_fraction)
     frame = _frame(table)
@@ -490,7 +484,7 @@ KFOLD_PROTOCOLS = ("stratified_kfold", "subject_kfold")
 def _protocol(protocol: str) -> str:
     key = str(protocol).strip().lower().replace("-", "_")
     if key not in PROTOCOLS:
-        close = difflib.get_close_matches(key, list(PROTOCOLS), n=1)
+        close = close_matches(key, PROTOCOLS, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise UnknownNameError(f"unknown split protocol {protocol!r}; {hint}known: {sorted(PROTOCOLS)}")
     return key
@@ -500,7 +494,7 @@ def _check_params(key: str, params: dict[str, Any]) -> None:
     accepted = [p for p in inspect.signature(PROTOCOLS[key]).parameters if p != "table"]
     unknown = [p for p in params if p not in accepted]
     if unknown:
-        hints = [f"{p!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(p, accepted, n=1)) else repr(p)
+        hints = [f"{p!r} (did you mean {m[0]!r}?)" if (m := close_matches(p, accepted, n=1)) else repr(p)
                  for p in unknown]
         raise FbenchError(f"split protocol {key!r} takes no parameter(s) {', '.join(hints)}; it takes {accepted}")
 

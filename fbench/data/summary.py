@@ -17,7 +17,7 @@ def summarize(table: SampleTable) -> dict[str, Any]:
         "synthetic": table.synthetic,
         "images": len(table),
         "num_classes": table.num_classes,
-        "classes": {names[int(label)]: int(n) for label, n in labels.items()},
+        "classes": {names[int(label)]: int(n) for label, n in zip(labels.index, labels.to_numpy())},
         "subjects": int(frame["subject"].replace("", None).nunique()),
         "poses": {str(p): int(n) for p, n in frame["pose"].value_counts().sort_index().items() if p},
         "splits": {str(s): int(n) for s, n in frame["split"].value_counts().sort_index().items() if s},

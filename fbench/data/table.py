@@ -104,6 +104,3 @@ class SampleTable:
         return SampleTable(self.dataset, self.root, frame, self.num_classes, self.synthetic, self.aligned,
                            self.pixels, self.report, dict(self.meta))
 
-
-def empty_frame(extra: tuple[str, ...] = ()) -> pd.DataFrame:
-    return pd.DataFrame({column: [] for column in REQUIRED_COLUMNS + extra})

@@ -463,14 +463,14 @@ def _build_resize_crop(params: Mapping[str, Any], offline: bool) -> Step:
 
 
 def _build_random_resized_crop(params: Mapping[str, Any], offline: bool) -> Step:
-    scale = tuple(float(v) for v in params.get("scale", (0.8, 1.0)))
-    ratio = tuple(float(v) for v in params.get("ratio", (3 / 4, 4 / 3)))
-    if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
-        raise FbenchError(f"augment 'random_resized_crop': scale must be (min, max) in (0, 1] (got {scale})")
-    if len(ratio) != 2 or not 0 < ratio[0] <= ratio[1]:
-        raise FbenchError(f"augment 'random_resized_crop': ratio must be (min, max) > 0 (got {ratio})")
-    return lambda images, generator: random_resized_crop(images, generator, scale=scale,  # type: ignore[arg-type]
-                                                         ratio=ratio)  # type: ignore[arg-type]
+    scales = tuple(float(v) for v in params.get("scale", (0.8, 1.0)))
+    ratios = tuple(float(v) for v in params.get("ratio", (3 / 4, 4 / 3)))
+    if len(scales) != 2 or not 0 < scales[0] <= scales[1] <= 1:
+        raise FbenchError(f"augment 'random_resized_crop': scale must be (min, max) in (0, 1] (got {scales})")
+    if len(ratios) != 2 or not 0 < ratios[0] <= ratios[1]:
+        raise FbenchError(f"augment 'random_resized_crop': ratio must be (min, max) > 0 (got {ratios})")
+    scale, ratio = (scales[0], scales[1]), (ratios[0], ratios[1])
+    return lambda images, generator: random_resized_crop(images, generator, scale=scale, ratio=ratio)
 
 
 def _build_color_jitter(params: Mapping[str, Any], offline: bool) -> Step:

@@ -6,11 +6,11 @@ that every metric is computed from.
 """
 
 from fbench.engine.checkpoint import load_state, save_state
-from fbench.engine.tensors import EvalData, TrainData
 from fbench.engine.errors import NonFiniteLossError
-from fbench.engine.loop import TrainResult, evaluation_sums, selection_monitor, train_model
+from fbench.engine.loop import TrainResult, TrainSettings, evaluation_sums, selection_monitor, train_model
 from fbench.engine.optim import Scheduler, build_optimizer, build_scheduler, param_groups, scheduler_step
 from fbench.engine.predict import predict_logits, predictions_frame
+from fbench.engine.tensors import EvalData, TrainData
 
 __all__ = [
     "EvalData",
@@ -18,6 +18,7 @@ __all__ = [
     "Scheduler",
     "TrainData",
     "TrainResult",
+    "TrainSettings",
     "build_optimizer",
     "build_scheduler",
     "evaluation_sums",

@@ -25,8 +25,11 @@ from datetime import timedelta
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from fbench.contract import compute_loss
 from fbench.errors import FbenchError
 
 _ACTIVE: ParallelPlan | None = None
@@ -65,8 +68,6 @@ class ParallelPlan:
                                                                                  tuple[torch.Tensor, torch.Tensor]]:
         """``(images, targets) -> (loss, logits)`` through ``DistributedDataParallel``, for any model under the
         contract (a multi-head model's own ``training_loss`` included)."""
-        from torch.nn.parallel import DistributedDataParallel
-
         wrapped = DistributedDataParallel(
             _LossModule(model, criterion),
             device_ids=[self.device.index] if self.device.type == "cuda" else None,
@@ -76,22 +77,16 @@ class ParallelPlan:
 
     def sum_over_ranks(self, values: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Each value added over all ranks (one collective call)."""
-        import torch.distributed as dist
-
         stacked = torch.stack([v.detach().double() for v in values])
         dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
         return list(stacked.unbind())
 
     def broadcast_buffers(self, model: nn.Module) -> None:
         """Rank 0's buffers (BatchNorm running statistics) on every rank."""
-        import torch.distributed as dist
-
         for buffer in model.buffers():
             dist.broadcast(buffer.data, src=0)
 
     def barrier(self) -> None:
-        import torch.distributed as dist
-
         dist.barrier()
 
     # -- evaluation -------------------------------------------------------------------------------------------
@@ -102,22 +97,12 @@ class ParallelPlan:
 
     def gather_batches(self, mine: list[torch.Tensor], total: int) -> list[torch.Tensor]:
         """Every rank's batches (from :meth:`my_batches`), in batch order, on every rank."""
-        import torch.distributed as dist
-
         everyone: list[Any] = [None] * self.world_size
         dist.all_gather_object(everyone, [t.cpu() for t in mine])
         ordered = []
         for index in range(total):
             ordered.append(everyone[index % self.world_size][index // self.world_size])
         return ordered
-
-    def gather_objects(self, value: Any) -> list[Any]:
-        """``value`` from every rank, by rank."""
-        import torch.distributed as dist
-
-        everyone: list[Any] = [None] * self.world_size
-        dist.all_gather_object(everyone, value)
-        return everyone
 
 
 class _LossModule(nn.Module):
@@ -129,8 +114,6 @@ class _LossModule(nn.Module):
         self.criterion = criterion
 
     def forward(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from fbench.contract import compute_loss
-
         return compute_loss(self.model, images, targets, self.criterion)
 
 
@@ -150,8 +133,6 @@ def init_from_env(device: str | None = None, timeout_s: float = 1800.0) -> Paral
     ``device``: ``cpu`` forces CPUs (gloo); otherwise CUDA ``LOCAL_RANK`` (NCCL) where CUDA is available, else the
     CPU. One process (``WORLD_SIZE=1``) gives a plan too but activates nothing: the engine runs as usual."""
     global _ACTIVE
-    import torch.distributed as dist
-
     if not torchrun_environment():
         raise FbenchError("this command runs under torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and "
                           "MASTER_PORT are not all set); start it with `torchrun --nproc-per-node N -m ...`")
@@ -175,8 +156,6 @@ def init_from_env(device: str | None = None, timeout_s: float = 1800.0) -> Paral
 def shutdown() -> None:
     """Leave the process group (after the cell) and deactivate the plan."""
     global _ACTIVE
-    import torch.distributed as dist
-
     _ACTIVE = None
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -23,7 +23,6 @@ from torch import nn
 from fbench.contract import ArchitectureSpec, Recipe, compute_loss
 from fbench.data.transforms import BatchAugment, eval_transform
 from fbench.engine.checkpoint import load_state, save_state
-from fbench.engine.tensors import EvalData, TrainData
 from fbench.engine.distributed import ParallelPlan, active_plan
 from fbench.engine.errors import NonFiniteLossError
 from fbench.engine.optim import build_optimizer, build_scheduler, group_lr, plateau_monitor, scheduler_step
@@ -31,9 +30,47 @@ from fbench.engine.residency import Residency, batch_source, choose_residency
 from fbench.engine.runtime import Amp, autocast, batch_format, use_amp, use_channels_last
 from fbench.engine.sampling import class_balanced_weights, epoch_order, stream_generator
 from fbench.engine.stopping import BestTracker
+from fbench.engine.tensors import EvalData, TrainData
 from fbench.errors import FbenchError
 
 EpochCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How :func:`train_model` trains: the recipe and spec, where and how fast, and what it leaves behind.
+
+    - ``recipe``: optimiser, schedule, epochs, batch size, loss, early stopping, augmentation and sampler;
+      ``epochs`` overrides its epochs.
+    - ``spec``: the architecture's spec; its mean/std normalise every batch, training and validation.
+    - ``device``, ``seed``: where to run; the seed fixes the global RNG (dropout), the sample order and the
+      augmentation draws: the same seed gives the same history on CPU.
+    - ``amp``: bf16 autocast, on CUDA only ("auto" or True); ``channels_last``: that memory format on CUDA;
+      ``compile``: ``model.compile()`` (compiles ``forward`` in place; a ``training_loss`` hook runs uncompiled);
+      ``eval_batch_size``: batch size of the validation passes.
+    - ``residency``: where the training images live: ``auto`` (on the device when they fit in half its free
+      memory, else streamed from pinned host memory in chunks), ``device`` or ``stream``. Both give the same
+      batches in the same order (offline-augmented sets that stream are expanded on the host, with their own
+      draws).
+    - ``checkpoint_path``: where to keep the best epoch's state dict (written atomically on each improvement);
+      ``on_epoch``: called with each epoch's history dict (log it, or raise to stop, e.g. Optuna pruning).
+    - ``parallel``: this process's share of a data-parallel cell (``fbench.engine.distributed``); default: the
+      active plan under torchrun, else None (one process).
+    """
+
+    recipe: Recipe
+    spec: ArchitectureSpec
+    device: torch.device | str = "cpu"
+    seed: int = 0
+    epochs: int | None = None
+    amp: Amp = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    eval_batch_size: int = 512
+    residency: Residency = "auto"
+    checkpoint_path: str | os.PathLike[str] | None = None
+    on_epoch: EpochCallback | None = None
+    parallel: ParallelPlan | None = None
 
 
 @dataclass
@@ -109,41 +146,20 @@ def _needs_validation(recipe: Recipe) -> str | None:
     return None
 
 
-def train_model(model: nn.Module, train: TrainData, val: EvalData | None, recipe: Recipe, *,
-                spec: ArchitectureSpec, device: torch.device | str, seed: int, epochs: int | None = None,
-                amp: Amp = "auto", channels_last: bool = True, compile: bool = False,
-                checkpoint_path: str | os.PathLike | None = None, on_epoch: EpochCallback | None = None,
-                eval_batch_size: int = 512, parallel: ParallelPlan | None = None,
-                residency: Residency = "auto") -> TrainResult:
+def train_model(model: nn.Module, train: TrainData, val: EvalData | None, settings: TrainSettings) -> TrainResult:
     """Train ``model`` in place on ``train`` under ``recipe``; select and stop on ``val`` (never on test).
 
-    Args:
-        model: any model under the architecture contract (logits, or ``training_loss`` for several heads).
-        train, val: the cell's training and validation splits (uint8 images; moved to ``device`` if elsewhere).
-        recipe: optimiser, schedule, epochs, batch size, loss, early stopping, augmentation and sampler.
-        spec: the architecture's spec; its mean/std normalise every batch, training and validation.
-        device, seed: where to run; the seed fixes the global RNG (dropout), the sample order and the
-            augmentation draws: the same seed gives the same history on CPU.
-        epochs: overrides ``recipe.epochs``.
-        amp: bf16 autocast, on CUDA only ("auto" or True); ignored elsewhere.
-        channels_last: use the channels_last memory format on CUDA.
-        compile: ``model.compile()`` (compiles ``forward`` in place; a ``training_loss`` hook runs uncompiled).
-        checkpoint_path: where to keep the best epoch's state dict (written atomically on each improvement).
-        on_epoch: called with each epoch's history dict (log it, or raise to stop, e.g. Optuna pruning).
-        eval_batch_size: batch size of the validation passes.
-        residency: where the training images live: ``auto`` (on the device when they fit in half its free
-            memory, else streamed from pinned host memory in chunks), ``device`` or ``stream``. Both give the
-            same batches in the same order (offline-augmented sets that stream are expanded on the host, with
-            their own draws).
-        parallel: this process's share of a data-parallel cell (``fbench.engine.distributed``); default: the
-            active plan under torchrun, else None (one process).
+    ``model`` is any model under the architecture contract (logits, or ``training_loss`` for several heads);
+    ``train`` and ``val`` are the cell's training and validation splits (uint8 images; moved to the device if
+    elsewhere); ``settings`` says how (see :class:`TrainSettings`).
 
     Raises:
         NonFiniteLossError: a NaN or infinite loss (or weights), naming the epoch, the lr and the fix.
         FbenchError: early stopping or ReduceLROnPlateau without a validation split.
     """
-    device = torch.device(device)
-    epochs = recipe.epochs if epochs is None else int(epochs)
+    recipe, spec, seed = settings.recipe, settings.spec, settings.seed
+    device = torch.device(settings.device)
+    epochs = recipe.epochs if settings.epochs is None else int(settings.epochs)
     if epochs < 1:
         raise FbenchError(f"epochs must be at least 1 (got {epochs})")
     needs = _needs_validation(recipe)
@@ -151,20 +167,20 @@ def train_model(model: nn.Module, train: TrainData, val: EvalData | None, recipe
         raise FbenchError(f"{needs} in the recipe monitors the validation split, but the cell has none; give the "
                           "split a validation part (carved from train) or turn it off in the recipe")
     torch.manual_seed(seed)
-    parallel = parallel if parallel is not None else active_plan()
-    amp_on = use_amp(amp, device)
-    cl = use_channels_last(channels_last, device)
+    parallel = settings.parallel if settings.parallel is not None else active_plan()
+    amp_on = use_amp(settings.amp, device)
+    cl = use_channels_last(settings.channels_last, device)
     val = val.to(device) if val is not None else None
     model.to(device)
     if cl:
         model.to(memory_format=torch.channels_last)
-    if compile:
+    if settings.compile:
         model.compile()
 
     augment = BatchAugment.from_recipe(recipe, spec)
     images, labels = train.images, train.labels.to(device)
     # The expanded set decides where the images live; streamed sets are expanded on the host.
-    placement = choose_residency(images, device, residency, copies=augment.offline_copies)
+    placement = choose_residency(images, device, settings.residency, copies=augment.offline_copies)
     expand_on = device if placement == "device" else torch.device("cpu")
     images = images.to(expand_on)
     if recipe.augmentation_mode == "offline" and augment.augments:
@@ -183,7 +199,7 @@ def train_model(model: nn.Module, train: TrainData, val: EvalData | None, recipe
 
     restore_best = recipe.early_stopping is not None and recipe.early_stopping.restore_best
     tracker = BestTracker.for_recipe(recipe.early_stopping, selection_monitor(recipe))
-    checkpoint = Path(checkpoint_path) if checkpoint_path is not None else None
+    checkpoint = Path(settings.checkpoint_path) if settings.checkpoint_path is not None else None
     best_in_memory: dict[str, torch.Tensor] | None = None
     result = TrainResult(monitor=tracker.monitor if val is not None else None, checkpoint_path=checkpoint)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -226,7 +242,8 @@ def train_model(model: nn.Module, train: TrainData, val: EvalData | None, recipe
             sums = parallel.sum_over_ranks(sums)
             parallel.broadcast_buffers(model)
         if val is not None:
-            val_loss_sum, val_correct = evaluation_sums(model, val, spec, criterion, batch_size=eval_batch_size,
+            val_loss_sum, val_correct = evaluation_sums(model, val, spec, criterion,
+                                                        batch_size=settings.eval_batch_size,
                                                         amp=amp_on, channels_last=cl)
             sums += [val_loss_sum, val_correct.double()]
         values = torch.stack(sums).tolist()  # the epoch's one host read
@@ -246,8 +263,8 @@ def train_model(model: nn.Module, train: TrainData, val: EvalData | None, recipe
         scheduler_step(scheduler, record if val is not None else None)
         record["seconds"] = time.perf_counter() - start
         result.history.append(record)
-        if on_epoch is not None:
-            on_epoch(dict(record))
+        if settings.on_epoch is not None:
+            settings.on_epoch(dict(record))
         if tracker.should_stop:
             result.stopped_early = True
             break

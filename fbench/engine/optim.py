@@ -77,7 +77,7 @@ def build_optimizer(model: nn.Module, recipe: Recipe, lr: float | None = None) -
         return torch.optim.SGD(groups, lr=groups[-1]["lr"], momentum=recipe.momentum,
                                weight_decay=recipe.weight_decay)
     kind = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
-    return kind(groups, lr=groups[-1]["lr"], betas=tuple(recipe.betas), eps=recipe.eps,
+    return kind(groups, lr=groups[-1]["lr"], betas=(recipe.betas[0], recipe.betas[1]), eps=recipe.eps,
                 weight_decay=recipe.weight_decay)
 
 
@@ -160,9 +160,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, epochs: in
                               "set step_per: epoch")
         monitor = plateau_monitor(recipe)
         options = {k: v for k, v in params.items() if k != "monitor"}
-        torch_scheduler = lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min" if monitor == "val_loss" else "max", **options)
-        return Scheduler("reduce_on_plateau", torch_scheduler, "epoch", monitor)
+        plateau = lr_scheduler.ReduceLROnPlateau(optimizer, mode="min" if monitor == "val_loss" else "max", **options)
+        return Scheduler("reduce_on_plateau", plateau, "epoch", monitor)
     if schedule.kind == "exponential":
         if "gamma" not in params:
             raise FbenchError("schedule exponential needs params.gamma (the lr factor per epoch)")
@@ -179,7 +178,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, epochs: in
     gamma = float(params.get("gamma", 0.1))
     if "milestones" in params:
         milestones = [int(m) * steps for m in params["milestones"]]
-        torch_scheduler = lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=gamma)
+        torch_scheduler: lr_scheduler.LRScheduler = lr_scheduler.MultiStepLR(optimizer, milestones=milestones,
+                                                                             gamma=gamma)
     elif "step_size" in params:
         torch_scheduler = lr_scheduler.StepLR(optimizer, step_size=int(params["step_size"]) * steps, gamma=gamma)
     else:
@@ -193,9 +193,10 @@ def scheduler_step(scheduler: Scheduler, val_metrics: Mapping[str, float] | None
     if scheduler.torch_scheduler is None or scheduler.step_per != "epoch":
         return
     if scheduler.kind == "reduce_on_plateau":
-        if not val_metrics or scheduler.monitor not in val_metrics:
-            raise FbenchError(f"schedule reduce_on_plateau monitors {scheduler.monitor} on the validation split, "
+        monitor = scheduler.monitor
+        if not val_metrics or monitor is None or monitor not in val_metrics:
+            raise FbenchError(f"schedule reduce_on_plateau monitors {monitor} on the validation split, "
                               "but there is none; give the cell a validation split or use another schedule")
-        scheduler.torch_scheduler.step(float(val_metrics[scheduler.monitor]))
+        scheduler.torch_scheduler.step(float(val_metrics[monitor]))
     else:
         scheduler.torch_scheduler.step()

@@ -12,15 +12,16 @@ from torch import nn
 from fbench.contract import ArchitectureSpec
 from fbench.data.transforms import normalize, to_float
 from fbench.engine.distributed import active_plan
-from fbench.engine.runtime import autocast, batch_format, use_amp, use_channels_last
+from fbench.engine.runtime import Amp, autocast, batch_format, use_amp, use_channels_last
 from fbench.errors import FbenchError
+from fbench.perturb.apply import apply_condition, resolve_condition
 from fbench.suite.conditions import CLEAN, is_clean
 
 
 def predict_logits(model: nn.Module, images_uint8: torch.Tensor, spec: ArchitectureSpec, *,
                    device: torch.device | str, batch_size: int = 512, condition: str | None = None,
                    landmarks: torch.Tensor | None = None, sample_ids: Sequence[str] | None = None,
-                   poses: Sequence[str] | None = None, seed: int = 0, amp: bool | str = "auto",
+                   poses: Sequence[str] | None = None, seed: int = 0, amp: Amp = "auto",
                    channels_last: bool = True) -> torch.Tensor:
     """Logits (N x K float32, on the CPU) of ``model`` in eval mode for ``images_uint8`` (N x C x H x W).
 
@@ -35,14 +36,14 @@ def predict_logits(model: nn.Module, images_uint8: torch.Tensor, spec: Architect
     if not isinstance(images_uint8, torch.Tensor) or images_uint8.dim() != 4:
         raise FbenchError("predict_logits needs images as an N x C x H x W uint8 tensor")
     n = images_uint8.shape[0]
-    clean = is_clean(condition)
-    if not clean:
+    perturbation = None if is_clean(condition) else condition
+    ids: Sequence[str] = ()
+    if perturbation is not None:
         if sample_ids is None or len(sample_ids) != n:
             raise FbenchError(f"condition {condition!r} needs one sample id per image (the perturbation's draws are "
                               f"keyed by sample id); got {None if sample_ids is None else len(sample_ids)} for {n}")
-        from fbench.perturb.apply import apply_condition, resolve_condition
-
-        resolve_condition(condition)  # fail on a bad condition before any work
+        ids = sample_ids
+        resolve_condition(perturbation)  # fail on a bad condition before any work
     amp_on = use_amp(amp, device)
     cl = use_channels_last(channels_last, device)
     was_training = model.training
@@ -55,11 +56,11 @@ def predict_logits(model: nn.Module, images_uint8: torch.Tensor, spec: Architect
             for begin in (starts if plan is None else [starts[i] for i in plan.my_batches(len(starts))]):
                 end = min(n, begin + batch_size)
                 batch = to_float(images_uint8[begin:end].to(device, non_blocking=True))
-                if not clean:
+                if perturbation is not None:
                     batch = apply_condition(
-                        condition, batch,
+                        perturbation, batch,
                         landmarks[begin:end].to(device) if landmarks is not None else None,
-                        list(sample_ids[begin:end]), seed,
+                        list(ids[begin:end]), seed,
                         list(poses[begin:end]) if poses is not None else None)
                 batch = batch_format(normalize(batch, spec.mean, spec.std), cl)
                 with autocast(device, amp_on):

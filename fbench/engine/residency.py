@@ -18,6 +18,7 @@ from fbench.errors import FbenchError
 
 Residency = Literal["auto", "device", "stream"]
 RESIDENCIES = ("auto", "device", "stream")
+Placement = Literal["device", "stream"]
 # The share of the device's free memory the training images may take; the rest is for the model and activations.
 DEVICE_SHARE = 0.5
 
@@ -32,12 +33,12 @@ def fits_on_device(nbytes: int, device: torch.device, share: float = DEVICE_SHAR
 
 
 def choose_residency(images: torch.Tensor, device: torch.device, residency: Residency = "auto",
-                     copies: int = 1) -> str:
+                     copies: int = 1) -> Placement:
     """``"device"`` or ``"stream"`` for ``images`` held ``copies`` times (offline augmentation); ``auto``: on the
     device when they fit."""
     if residency not in RESIDENCIES:
         raise FbenchError(f"residency must be one of {', '.join(RESIDENCIES)} (got {residency!r})")
-    if residency != "auto":
+    if residency == "device" or residency == "stream":
         return residency
     nbytes = images.numel() * images.element_size() * copies
     return "device" if images.device == device or fits_on_device(nbytes, device) else "stream"
@@ -103,6 +104,7 @@ class StreamedBatches:
         start = begin - begin % self.chunk_rows
         if start != self._chunk_start:
             self._load_chunk(start)
+        assert self._chunk is not None  # loaded just above, or by an earlier call for the same chunk
         offset = begin - start
         return self._chunk[offset:offset + count]
 

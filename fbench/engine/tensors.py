@@ -20,7 +20,7 @@ class EvalData:
 
     images: torch.Tensor
     labels: torch.Tensor
-    sample_ids: tuple[str, ...]
+    sample_ids: Sequence[str]  # any sequence; kept as a tuple
 
     def __post_init__(self) -> None:
         if not isinstance(self.images, torch.Tensor) or self.images.dim() != 4 or self.images.dtype != torch.uint8:

@@ -17,6 +17,7 @@ from fbench.errors import FbenchError
 from fbench.perturb.keys import sample_keys
 from fbench.perturb.landmarks import fill_missing
 from fbench.perturb.params import validate_params
+from fbench.registry import get_perturbation
 from fbench.suite.conditions import parse_condition
 
 
@@ -28,8 +29,6 @@ def canonical_condition(name: str, params: dict[str, Any], *, without: Sequence[
 
 def resolve_condition(condition: str) -> tuple[Any, dict[str, Any], str]:
     """(perturbation, checked parameters with defaults, the key string) for a condition."""
-    from fbench.registry import get_perturbation
-
     name, params = parse_condition(condition)
     perturbation = get_perturbation(name)
     resolved = validate_params(perturbation, params)

@@ -97,14 +97,6 @@ class FaceFrame:
         rx, ry, s = col(self.right_x), col(self.right_y), col(self.scale)
         return (qx * rx + qy * ry) / s, (qy * rx - qx * ry) / s
 
-    def to_pixels(self, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pixel coordinates of frame points; u, v are (N, ...)."""
-        shape = (-1,) + (1,) * (u.dim() - 1)
-        rx, ry = self.right_x.reshape(shape), self.right_y.reshape(shape)
-        s = self.scale.reshape(shape)
-        return (self.origin_x.reshape(shape) + s * (u * rx - v * ry),
-                self.origin_y.reshape(shape) + s * (u * ry + v * rx))
-
     def project(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame coordinates of head-model points (X, Y, Z), each (N, ...) or broadcastable to it."""
         dims = max(x.dim(), y.dim(), z.dim(), 1)

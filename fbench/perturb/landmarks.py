@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 
 from fbench.data.table import KDEF_YAW, LANDMARKS
+from fbench.errors import FbenchError
 
 # Frontal crop placement: eye-midpoint y and the eye-to-chin distance, in normalised crop units.
 EYE_Y = 0.40
@@ -66,8 +67,6 @@ def canonical_landmarks(poses: Sequence[str] | None, count: int, device: torch.d
         index = torch.zeros(count, dtype=torch.int64)
     else:
         if len(poses) != count:
-            from fbench.errors import FbenchError
-
             raise FbenchError(f"got {len(poses)} poses for {count} samples; give one pose code per sample")
         index = torch.tensor([order.index(p) if p in order else 0 for p in (str(q).upper() for q in poses)],
                              dtype=torch.int64)
@@ -87,8 +86,6 @@ def fill_missing(landmarks: torch.Tensor | None, poses: Sequence[str] | None = N
         return canonical_landmarks(poses, n)
     landmarks = torch.as_tensor(landmarks)
     if landmarks.dim() != 3 or landmarks.shape[1:] != (len(LANDMARKS), 2):
-        from fbench.errors import FbenchError
-
         raise FbenchError(f"landmarks must be N x {len(LANDMARKS)} x 2 ({', '.join(LANDMARKS)}; x, y in [0, 1]), "
                           f"got shape {tuple(landmarks.shape)}")
     dtype = landmarks.dtype if landmarks.is_floating_point() else torch.float32

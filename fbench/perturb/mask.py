@@ -23,8 +23,17 @@ from fbench.perturb.keys import uniform
 from fbench.perturb.landmarks import EYE_Z, MODEL
 from fbench.perturb.occlusion import Layer, LayeredPerturbation
 from fbench.perturb.params import parse_colour
-from fbench.perturb.raster import (bump, col, coverage, sdf_capsule, sdf_ellipse, sdf_polygon, smoothstep,
-                                   value_noise, wave)
+from fbench.perturb.raster import (
+    bump,
+    col,
+    coverage,
+    sdf_capsule,
+    sdf_ellipse,
+    sdf_polygon,
+    smoothstep,
+    value_noise,
+    wave,
+)
 from fbench.registry import register_perturbation
 
 KINDS = ("surgical", "cloth", "n95", "kn95")

@@ -9,19 +9,31 @@ choice (position, colour, texture, hand pose) comes from the sample's key.
 from __future__ import annotations
 
 import functools
-from abc import abstractmethod
 import math
+from abc import abstractmethod
 from typing import Any, ClassVar
 
 import torch
 
+from fbench.errors import FbenchError
 from fbench.perturb.base import Perturbation
 from fbench.perturb.face import FaceFrame
 from fbench.perturb.keys import uniform
 from fbench.perturb.landmarks import fill_missing
 from fbench.perturb.params import validate_params
-from fbench.perturb.raster import (bump, col, composite, coverage, sdf_box, sdf_capsule, sdf_ellipse,
-                                   segment_param, unit_from_tangent, value_noise, wave)
+from fbench.perturb.raster import (
+    bump,
+    col,
+    composite,
+    coverage,
+    sdf_box,
+    sdf_capsule,
+    sdf_ellipse,
+    segment_param,
+    unit_from_tangent,
+    value_noise,
+    wave,
+)
 from fbench.registry import register_perturbation
 
 KINDS = ("rectangle", "eye_band", "mouth_band", "texture", "hand")
@@ -284,16 +296,12 @@ def prepare(images: torch.Tensor, landmarks: torch.Tensor, keys: torch.Tensor
             ) -> tuple[torch.Tensor, FaceFrame, torch.Tensor]:
     """Float32 images, the face frame and the keys, all on the images' device."""
     if images.dim() != 4:
-        from fbench.errors import FbenchError
-
         raise FbenchError(f"images must be N x C x H x W, got shape {tuple(images.shape)}")
     x = images.to(torch.float32)
     n, _c, h, w = x.shape
     lm = fill_missing(torch.as_tensor(landmarks).to(x.device))
     keys = torch.as_tensor(keys).to(device=x.device, dtype=torch.int64).reshape(-1)
     if lm.shape[0] != n or keys.shape[0] != n:
-        from fbench.errors import FbenchError
-
         raise FbenchError(f"got {n} images, {lm.shape[0]} landmark sets and {keys.shape[0]} keys; give one each")
     return x, FaceFrame.from_landmarks(lm, h, w), keys
 

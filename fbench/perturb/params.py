@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 from typing import Any
 
-from fbench.errors import FbenchError
+from fbench.errors import FbenchError, close_matches
 
 COLOURS: dict[str, tuple[float, float, float]] = {
     "white": (0.95, 0.95, 0.95),
@@ -47,7 +46,7 @@ def validate_params(perturbation: Any, params: dict[str, Any]) -> dict[str, Any]
     resolved: dict[str, Any] = {key: spec[1] for key, spec in declared.items()}
     for key, value in params.items():
         if key not in declared:
-            close = difflib.get_close_matches(key, list(declared), n=1, cutoff=0.6)
+            close = close_matches(key, declared, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise FbenchError(f"perturbation {name!r} has no parameter {key!r}.{hint} "
                               f"Valid parameters: {describe(perturbation)}")
@@ -84,7 +83,7 @@ def _coerce(name: str, key: str, value: Any, kind: type, allowed: tuple[Any, ...
         except (TypeError, ValueError):
             raise FbenchError(f"perturbation {name!r}: {key} must be an integer, got {value!r}") from None
     if allowed is not None and value not in allowed:
-        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1, cutoff=0.6)
+        close = close_matches(value, allowed, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise FbenchError(f"perturbation {name!r}: unknown {key} {value!r}.{hint} "
                           f"Valid: {', '.join(map(str, allowed))}")
@@ -99,15 +98,17 @@ def parse_colour(value: Any) -> tuple[float, float, float]:
         except (TypeError, ValueError):
             triple = ()
         if len(triple) == 3 and all(0.0 <= c <= 1.0 for c in triple):
-            return triple  # type: ignore[return-value]
+            return triple
     if isinstance(value, str):
         text = value.strip().lower().replace(" ", "").replace("_", "")
         if text in COLOURS:
             return COLOURS[text]
         if text.startswith("#") and len(text) == 7:
             try:
-                return tuple(int(text[i:i + 2], 16) / 255.0 for i in (1, 3, 5))  # type: ignore[return-value]
+                red, green, blue = (int(text[i:i + 2], 16) / 255.0 for i in (1, 3, 5))
             except ValueError:
                 pass
+            else:
+                return red, green, blue
     raise FbenchError(f"unknown colour {value!r}; give a name ({', '.join(sorted(COLOURS))}), a hex code "
                       "like #a0c8f0, or three numbers in [0, 1]")

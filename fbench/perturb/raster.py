@@ -37,8 +37,7 @@ def pixel_grid(height: int, width: int, device: torch.device | str) -> tuple[tor
     return xs.reshape(1, 1, width), ys.reshape(1, height, 1)
 
 
-def rotate(du: torch.Tensor, dv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-           ) -> tuple[torch.Tensor, torch.Tensor]:
+def rotate(du: torch.Tensor, dv: torch.Tensor, cos: Scalar, sin: Scalar) -> tuple[torch.Tensor, torch.Tensor]:
     """Coordinates in a frame turned by the angle (cos, sin): the inverse rotation of (du, dv)."""
     return du * cos + dv * sin, dv * cos - du * sin
 

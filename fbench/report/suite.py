@@ -6,23 +6,26 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
+from fbench.profile import count_macs, count_parameters
+from fbench.registry import get_architecture
+from fbench.report.document import report_folder, write_report
+from fbench.report.tables import ReportData
 from fbench.run import store
-from fbench.suite.schema import budget_cuts
 from fbench.score.leaderboard import Leaderboard, condition_frame, efficiency_frame
-from fbench.report.document import ReportData, report_folder, write_report
+from fbench.suite.schema import budget_cuts
+from fbench.tracking import environment_tags, git_commit
 
 
 def architecture_profiles(run: Any, output: Path) -> dict[str, dict[str, Any]]:
     """Parameters and MACs of every architecture x variant of the run (cached in the suite's output)."""
-    from fbench.profile import count_macs, count_parameters
-    from fbench.registry import get_architecture
-
     profiles: dict[str, dict[str, Any]] = {}
     for cell in run.cells:
         if cell.label in profiles:
@@ -33,8 +36,6 @@ def architecture_profiles(run: Any, output: Path) -> dict[str, dict[str, Any]]:
         if path.is_file():
             profiles[cell.label] = store.read_json(path)
             continue
-        import torch
-
         model = get_architecture(cell.architecture).build(run.num_classes, **cell.options).eval()
         total, _, _ = count_parameters(model)
         macs = count_macs(model, torch.zeros(1, *cell.input_size)).macs
@@ -44,8 +45,6 @@ def architecture_profiles(run: Any, output: Path) -> dict[str, dict[str, Any]]:
 
 
 def _provenance(run: Any, device: str) -> dict[str, Any]:
-    from fbench.tracking import environment_tags, git_commit
-
     suite_text = json.dumps(run.suite.to_dict(), sort_keys=True)
     return {
         "suite file": run.suite.source or "(built in Python)",
@@ -67,8 +66,8 @@ def write_suite_report(run: Any, device: str) -> dict[str, Path]:
     failures = [{"cell": o.cell.name, "label": o.cell.label, "reason": o.reason} for o in run.failures]
     counts = {"total": len(run.outcomes), "run": sum(not o.reused for o in run.outcomes),
               "reused": sum(o.reused for o in run.outcomes), "failed": len(failures)}
-    leaky = next((f"{name} ({protocol.kind}, selects on the test fold)" for name, protocol in run.suite.protocols(run.dataset.fallback)
-                  if protocol.leaky), None)
+    leaky = next((f"{name} ({protocol.kind}, selects on the test fold)"
+                  for name, protocol in run.suite.protocols(run.dataset.fallback) if protocol.leaky), None)
     written: dict[str, Path] = {}
     for board in run.leaderboards:
         data = _report_data(run, board, profiles, failures, counts, leaky, device)
@@ -82,10 +81,6 @@ def write_suite_report(run: Any, device: str) -> dict[str, Path]:
 def _image_counts(run: Any, view: str) -> list[str]:
     """``images per cell (train / val / test): lanmsff 3,528 / 140 / 140; ...``: the medians over the view's
     finished cells, from their result files (cells of older versions do not record them)."""
-    import statistics
-
-    from fbench.run import store
-
     counts: dict[str, list[tuple[int, int, int]]] = {}
     for outcome in run.outcomes:
         if outcome.cell.view != view or outcome.status != store.COMPLETE:

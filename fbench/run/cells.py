@@ -1,8 +1,10 @@
 """Cells: a suite expanded into architecture x variant x protocol fold x seed, each a pure function of its config.
 
-A cell's key is a hash of its resolved configuration (architecture, options, input, recipe after the budget,
-dataset and its location, protocol and fold, seed, conditions). The same suite run again finds the same keys, so
-finished cells are reused; change anything that matters and the key changes.
+A cell is typed: it carries the recipe (after the suite's overrides and the budget's epochs), the engine settings
+and the budget's image caps as objects, and turns them into plain data only for its folder's ``config.json`` and
+its key. The key is a hash of that plain data (architecture, options, input, recipe, dataset and its location,
+protocol and fold, seed, conditions, caps); the same suite run again finds the same keys, so finished cells are
+reused; change anything that matters and the key changes.
 """
 
 from __future__ import annotations
@@ -10,17 +12,46 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fbench.suite.conditions import SUBSET_PREFIX
-from fbench.suite.schema import MAIN_PROTOCOL, Suite, recipe_with_overrides
 from fbench.contract import Recipe
 from fbench.registry import get_architecture
+from fbench.suite.conditions import perturbations, subsets
+from fbench.suite.recipes import recipe_with_overrides
+from fbench.suite.schema import MAIN_PROTOCOL, Budget, EngineConfig, Suite
 
 CELL_FORMAT = 1
-SPECIAL_CONDITIONS = ("clean", "pose")
-_OPTIONAL_FIELDS = ("max_train_tmacs", "max_eval_images", "max_val_images", "engine")
+# Caps added after format 1: left out of the stored form when unset, so that earlier cells keep their keys.
+_OPTIONAL_CAPS = ("max_train_tmacs", "max_eval_images", "max_val_images")
+
+
+@dataclass(frozen=True)
+class ImageCaps:
+    """The budget's cuts that reach one cell: how many images it trains, validates and tests on."""
+
+    data_fraction: float = 1.0
+    max_train_images: int | None = None
+    max_train_tmacs: float | None = None  # training compute cap (tera-MACs); costlier models train on fewer images
+    max_eval_images: int | None = None
+    max_val_images: int | None = None  # None: as max_eval_images
+
+    @classmethod
+    def from_budget(cls, budget: Budget) -> ImageCaps:
+        return cls(budget.data_fraction, budget.max_train_images, budget.max_train_tmacs, budget.max_eval_images,
+                   budget.max_val_images)
+
+    def train_images(self, available: int) -> int:
+        """How many of ``available`` training images to use (at least one) before the compute cap."""
+        count = max(1, int(round(available * self.data_fraction))) if available else 0
+        return count if self.max_train_images is None else min(count, self.max_train_images)
+
+    def eval_cap(self, part: str) -> int | None:
+        """The cap on the validation (``"val"``) or test part; None: no cap."""
+        if part == "val" and self.max_val_images is not None:
+            return self.max_val_images
+        return self.max_eval_images
 
 
 @dataclass(frozen=True)
@@ -30,7 +61,7 @@ class Cell:
     architecture: str
     options: dict[str, Any]  # every variant option, defaults filled in
     input_size: tuple[int, int, int]
-    recipe: dict[str, Any]  # the Recipe after suite overrides and the budget's epochs
+    recipe: Recipe  # after suite overrides and the budget's epochs
     dataset: str
     dataset_root: str
     synthetic: bool
@@ -40,24 +71,44 @@ class Cell:
     folds: int
     seed: int
     conditions: tuple[str, ...]  # evaluation conditions (clean first; "pose" is a breakdown, not a perturbation)
-    train_conditions: tuple[str, ...]
-    max_train_images: int | None
-    data_fraction: float
-    max_train_tmacs: float | None = None
-    max_eval_images: int | None = None
-    max_val_images: int | None = None
-    engine: dict[str, Any] = field(default_factory=dict)  # engine settings that differ from the defaults
+    train_conditions: tuple[str, ...] = ()
+    caps: ImageCaps = field(default_factory=ImageCaps)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     leaky: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        # Fields added after format 1 are left out when unset, so existing cells keep their keys.
-        for name in _OPTIONAL_FIELDS:
-            if data[name] in (None, {}):
-                del data[name]
-        data["format"] = CELL_FORMAT
+        """Plain data: what ``config.json`` stores and the key hashes."""
+        data: dict[str, Any] = {
+            "suite": self.suite, "label": self.label, "architecture": self.architecture,
+            "options": dict(self.options), "input_size": list(self.input_size), "recipe": recipe_dict(self.recipe),
+            "dataset": self.dataset, "dataset_root": self.dataset_root, "synthetic": self.synthetic,
+            "view": self.view, "protocol": self.protocol, "fold": self.fold, "folds": self.folds, "seed": self.seed,
+            "conditions": list(self.conditions), "train_conditions": list(self.train_conditions),
+            "max_train_images": self.caps.max_train_images, "data_fraction": self.caps.data_fraction,
+            "leaky": self.leaky, "extra": dict(self.extra), "format": CELL_FORMAT,
+        }
+        for name in _OPTIONAL_CAPS:
+            if getattr(self.caps, name) is not None:
+                data[name] = getattr(self.caps, name)
+        engine = self.engine.non_default()
+        if engine:
+            data["engine"] = engine
         return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Cell:
+        """The cell that :meth:`to_dict` stored (a cell folder's ``config.json``)."""
+        base = get_architecture(data["architecture"]).spec.recipe
+        return cls(
+            suite=data["suite"], label=data["label"], architecture=data["architecture"], options=dict(data["options"]),
+            input_size=tuple(data["input_size"]), recipe=recipe_with_overrides(base, data["recipe"]),
+            dataset=data["dataset"], dataset_root=data["dataset_root"], synthetic=data["synthetic"],
+            view=data["view"], protocol=data["protocol"], fold=data["fold"], folds=data["folds"], seed=data["seed"],
+            conditions=tuple(data["conditions"]), train_conditions=tuple(data["train_conditions"]),
+            caps=ImageCaps(data["data_fraction"], data["max_train_images"], *(data.get(n) for n in _OPTIONAL_CAPS)),
+            engine=EngineConfig(**data.get("engine", {})), leaky=data.get("leaky", False),
+            extra=dict(data.get("extra", {})))
 
     @property
     def key(self) -> str:
@@ -67,31 +118,35 @@ class Cell:
     @property
     def name(self) -> str:
         """A readable name: label, view, fold and seed."""
-        view = "" if self.view == "main" else f"/{self.view}"
+        view = "" if self.view == MAIN_PROTOCOL else f"/{self.view}"
         return f"{self.label}{view}/fold{self.fold}/seed{self.seed}"
 
-    def recipe_object(self) -> Recipe:
-        return recipe_with_overrides(get_architecture(self.architecture).spec.recipe, self.recipe)
+    @property
+    def split_seed(self) -> int:
+        """The seed of the split and of the budget's cuts (the same for every architecture and training seed)."""
+        return int(self.protocol["arguments"]["seed"])
 
     @property
     def perturbations(self) -> tuple[str, ...]:
-        """The conditions that perturb images (every condition but clean and the pose breakdown)."""
-        return tuple(c for c in self.conditions if c not in SPECIAL_CONDITIONS and not c.startswith(SUBSET_PREFIX))
+        """The conditions that perturb images (every condition but clean, the pose breakdown and subsets)."""
+        return perturbations(self.conditions)
 
     @property
     def subsets(self) -> tuple[str, ...]:
         """The ``subset:NAME`` conditions: breakdowns of clean predictions by the dataset's ``cond_NAME`` tags."""
-        return tuple(c for c in self.conditions if c.startswith(SUBSET_PREFIX))
+        return subsets(self.conditions)
+
+
+def recipe_dict(recipe: Recipe) -> dict[str, Any]:
+    """A recipe as plain JSON data (tuples as lists)."""
+    plain: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(recipe), default=list))
+    return plain
 
 
 def protocol_arguments(kind: str, arguments: dict[str, Any]) -> dict[str, Any]:
     """The protocol as stored in a cell: its kind and every argument of ``all_folds``, the split seed included
     (0 unless the suite sets one: the folds stay the same across training seeds, so runs are paired)."""
     return {"kind": kind, "arguments": {**arguments, "seed": int(arguments.get("seed", 0))}}
-
-
-def _recipe_dict(recipe: Recipe) -> dict[str, Any]:
-    return json.loads(json.dumps(dataclasses.asdict(recipe), default=list))
 
 
 def expand_cells(suite: Suite, dataset_root: str, synthetic: bool, split_counts: dict[str, int],
@@ -101,6 +156,7 @@ def expand_cells(suite: Suite, dataset_root: str, synthetic: bool, split_counts:
     ``split_counts`` gives the number of splits each protocol (by view name) yields on the dataset."""
     budget = suite.effective_budget(budget_name)
     seeds = budget.seed_list(suite.seeds)
+    caps = ImageCaps.from_budget(budget)
     cells = []
     for view, protocol in suite.protocols(synthetic_fallback=fallback):
         folds = budget.folds(split_counts[view], view=view != MAIN_PROTOCOL)
@@ -115,16 +171,13 @@ def expand_cells(suite: Suite, dataset_root: str, synthetic: bool, split_counts:
                 for seed in seeds:
                     cells.append(Cell(
                         suite=suite.name, label=entry.label, architecture=entry.name, options=options,
-                        input_size=tuple(size), recipe=_recipe_dict(recipe), dataset="kdef" if fallback else suite.dataset,
-                        dataset_root=dataset_root, synthetic=synthetic, view=view,
+                        input_size=(int(size[0]), int(size[1]), int(size[2])), recipe=recipe,
+                        dataset="kdef" if fallback else suite.dataset, dataset_root=dataset_root,
+                        synthetic=synthetic, view=view,
                         protocol=protocol_arguments(protocol.kind, protocol.split_kwargs()),
                         fold=fold, folds=split_counts[view], seed=seed, conditions=tuple(suite.conditions),
-                        train_conditions=tuple(c.strip() for c in entry.train_conditions),
-                        max_train_images=budget.max_train_images, data_fraction=budget.data_fraction,
-                        max_train_tmacs=budget.max_train_tmacs, max_eval_images=budget.max_eval_images,
-                        max_val_images=budget.max_val_images,
-                        engine=suite.engine.non_default(),
-                        leaky=protocol.leaky,
+                        train_conditions=tuple(c.strip() for c in entry.train_conditions), caps=caps,
+                        engine=suite.engine, leaky=protocol.leaky,
                         extra={"tuned_from": entry.tuned} if entry.tuned else {},
                     ))
     return cells

@@ -1,11 +1,13 @@
-"""Cells as cluster jobs through submitit: SLURM, local processes, or in-process for debugging.
+"""Executors: how a suite's cells run. ``local`` runs them in turn in this process; ``slurm``, ``local-jobs`` and
+``debug`` submit them as jobs through submitit.
 
 ``fbench run SUITE --executor slurm`` submits every unfinished cell as one task of a SLURM job array
 (``--array=0-N%max_parallel``), with the partition, GPUs, CPUs, memory, time limit and setup lines of the
 suite's ``resources:`` block or the command line. ``local-jobs`` runs each cell as a local process through
 submitit's ``LocalExecutor`` (at most ``max_parallel`` at once; on a machine with GPUs each job gets its own
-``gpus_per_cell`` of them, default one, through CUDA_VISIBLE_DEVICES: round-robin by job slot), and ``debug`` runs them in this process through
-its ``DebugExecutor``: the same job code in both, so the tests exercise what a cluster runs.
+``gpus_per_cell`` of them, default one, through CUDA_VISIBLE_DEVICES: round-robin by job slot), and ``debug``
+runs them in this process through its ``DebugExecutor``: the same job code in both, so the tests exercise what
+a cluster runs.
 
 Each job rebuilds the suite's context and runs its cell into the cell's hashed folder on the shared filesystem
 (``fbench.run.jobs``). This process waits for the jobs (unless ``--no-wait``), then builds the leaderboard and
@@ -23,11 +25,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from fbench.run import store
-from fbench.run.jobs import JOB_RECORD, CellJob, JobSpec, tail
+import torch
+
 from fbench.errors import FbenchError
+from fbench.registry import Registry
+from fbench.run import store
+from fbench.run.cell import CellOutcome, reused_outcome
+from fbench.run.cells import Cell
+from fbench.run.jobs import CellJob, CellRunner, JobSpec
+
+OnDone = Callable[[CellOutcome], None]
 
 JOBS_INDEX = "jobs.json"
 JOBS_FOLDER = "jobs"
@@ -115,6 +124,26 @@ class JobsIndex:
 # --------------------------------------------------------------------------------------------------- executor
 
 
+class Executor(Protocol):
+    """Runs cells. The local executor runs them in turn; cluster executors submit them as jobs."""
+
+    def run(self, cells: list[Cell], run_one: Callable[[Cell], CellOutcome], on_done: OnDone
+            ) -> list[CellOutcome]: ...
+
+
+class LocalExecutor:
+    """Runs the cells one after another in this process."""
+
+    def run(self, cells: list[Cell], run_one: Callable[[Cell], CellOutcome], on_done: OnDone
+            ) -> list[CellOutcome]:
+        outcomes = []
+        for cell in cells:
+            outcome = run_one(cell)
+            on_done(outcome)
+            outcomes.append(outcome)
+        return outcomes
+
+
 class SubmititExecutor:
     """An fbench executor that submits cells as submitit jobs: ``slurm``, ``local-jobs`` or ``debug``."""
 
@@ -123,12 +152,11 @@ class SubmititExecutor:
             raise ValueError(f"unknown submitit executor kind {kind!r}")
         self.kind = kind
 
-    def run(self, cells: list[Any], run_one: Any, on_done: Callable[[Any], None]) -> list[Any]:
-        from fbench.run.suite import CellOutcome, CellRunner
-
+    def run(self, cells: list[Cell], run_one: Callable[[Cell], CellOutcome], on_done: OnDone
+            ) -> list[CellOutcome]:
         if not isinstance(run_one, CellRunner):
             raise FbenchError(f"the {self.kind} executor needs the suite to rebuild each cell inside its job; call "
-                              f"it through fbench.run.suite.run_suite")
+                              f"it through fbench.run_suite")
         context, options = run_one.context, run_one.options
         resources = resolve_resources(self.kind, run_one.suite.resources, options.resources)
         if not options.wait and self.kind != "slurm":
@@ -137,10 +165,8 @@ class SubmititExecutor:
         outcomes: list[CellOutcome] = []
         todo = []
         for cell in cells:
-            folder = context.folder(cell)
-            previous = store.finished_result(folder)
-            if previous is not None and (previous["status"] == store.COMPLETE or not options.retry_failed):
-                outcome = CellOutcome(cell, folder, previous["status"], reused=True, reason=previous.get("reason", ""))
+            outcome = reused_outcome(cell, context.folder(cell), options.retry_failed)
+            if outcome is not None:
                 on_done(outcome)
                 outcomes.append(outcome)
             else:
@@ -152,7 +178,7 @@ class SubmititExecutor:
         folder = (context.output / suite_name / JOBS_FOLDER).resolve()
         executor = make_executor(self.kind, folder, resources, f"fbench-{suite_name}")
         job_callable = CellJob(JobSpec.from_runner(run_one, self.kind))
-        note = context.reporter.note
+        note = context.progress.note
         note(f"submitting {len(todo)} cells as {self.kind} jobs (at most {resources.max_parallel} at once); "
              f"logs in {folder}; follow with `fbench status {run_one.suite.source or 'SUITE'}`")
         runs = _JobRuns(self, executor, job_callable, index, context, on_done, resources)
@@ -196,7 +222,7 @@ def make_executor(kind: str, folder: Path, resources: Resources, name: str) -> A
     if shutil.which("sbatch") is None or shutil.which("srun") is None:
         raise FbenchError("--executor slurm needs SLURM's sbatch and srun on PATH (not found here); run from a "
                           "cluster login node, or use --executor local-jobs to run jobs on this machine")
-    executor = submitit.AutoExecutor(folder, cluster="slurm")
+    slurm = submitit.AutoExecutor(folder, cluster="slurm")
     extra = {"requeue": True, **resources.slurm_params}
     extra = {key: value for key, value in extra.items() if value is not False}
     parameters: dict[str, Any] = {
@@ -211,11 +237,11 @@ def make_executor(kind: str, folder: Path, resources: Resources, name: str) -> A
     if resources.mem_gb:
         parameters["mem_gb"] = resources.mem_gb
     try:
-        executor.update_parameters(**parameters)
+        slurm.update_parameters(**parameters)
     except ValueError as error:
         raise FbenchError(f"SLURM parameters refused: {error}; fix resources.slurm_params in the suite or "
                           f"--slurm-param") from None
-    return executor
+    return slurm
 
 
 def visible_gpus(environ: dict[str, str] | None = None, count: int | None = None) -> list[str]:
@@ -226,8 +252,6 @@ def visible_gpus(environ: dict[str, str] | None = None, count: int | None = None
     if listed is not None:
         return [part.strip() for part in listed.split(",") if part.strip()]
     if count is None:
-        import torch
-
         count = torch.cuda.device_count()
     return [str(index) for index in range(count)]
 
@@ -289,7 +313,7 @@ class _JobRuns:
     def attach(self, cell: Any, folder: Path) -> bool:
         """Follow the cell's job from an earlier submission if it is still queued or running."""
         entry = self.index.cells.get(cell.key)
-        if not entry or _job_alive(entry) is not True:
+        if not entry or job_alive(entry) is not True:
             return False
         import submitit
 
@@ -355,8 +379,6 @@ class _JobRuns:
         return finished
 
     def _outcome(self, cell: Any, job: Any) -> Any:
-        from fbench.run.suite import CellOutcome
-
         folder = self.context.folder(cell)
         summary: dict[str, Any] = {}
         error = None
@@ -384,7 +406,7 @@ class _JobRuns:
                 job.cancel(check=False)
                 self.index.record(key, state="cancelled")
         if self.live and self.kind == "slurm":
-            self.context.reporter.note(f"{len(self.live)} SLURM jobs keep running; `fbench status` follows them "
+            self.context.progress.note(f"{len(self.live)} SLURM jobs keep running; `fbench status` follows them "
                                        f"and `scancel` stops them")
 
 
@@ -394,66 +416,13 @@ def last_line(text: str) -> str:
     return (useful or lines or ["unknown error"])[-1][:500]
 
 
-SLURM = SubmititExecutor("slurm")
-LOCAL_JOBS = SubmititExecutor("local-jobs")
-DEBUG = SubmititExecutor("debug")
+EXECUTORS: Registry[Executor] = Registry("executor")
+EXECUTORS.register("local", LocalExecutor(), source="fbench built-in")
+for _kind in DEFAULTS:
+    EXECUTORS.register(_kind, SubmititExecutor(_kind), source="fbench built-in")
 
 
-# --------------------------------------------------------------------------------------------------- status
-
-
-@dataclass
-class CellStatus:
-    name: str
-    key: str
-    state: str  # pending | running | finished | failed
-    folder: Path
-    job_id: str = ""
-    executor: str = ""
-    log: str = ""
-    reason: str = ""
-    log_tail: str = ""
-
-
-def suite_status(output: Path, cells: list[Any]) -> list[CellStatus]:
-    """Where each cell stands: finished or failed (its ``result.json``), running (its job started and is alive),
-    or pending (submitted and waiting, or never submitted); job ids and logs from ``jobs.json``."""
-    jobs = read_jobs_index(output, cells[0].suite) if cells else {}
-    rows = []
-    for cell in cells:
-        folder = Path(output) / cell.suite / cell.key
-        job = jobs.get(cell.key, {})
-        row = CellStatus(cell.name, cell.key, "pending", folder, str(job.get("job_id", "")), job.get("executor", ""),
-                         job.get("stderr", ""))
-        record = store.finished_result(folder)
-        if record is not None:
-            row.state = "finished" if record["status"] == store.COMPLETE else "failed"
-            row.reason = record.get("reason", "")
-        elif job:
-            started = _started_record(folder, row.job_id)
-            alive = _job_alive(job)
-            if job.get("state") == "failed" or alive is False:
-                row.state = "failed"
-                row.reason = job.get("reason") or "the job ended without writing the cell's result"
-            elif started or alive and job.get("executor") == "local-jobs":
-                row.state = "running"
-        if row.state == "failed" and row.log:
-            row.log_tail = tail(Path(row.log), 12)
-        rows.append(row)
-    return rows
-
-
-def _started_record(folder: Path, job_id: str) -> bool:
-    path = folder / JOB_RECORD
-    if not path.is_file() or not job_id:
-        return False
-    try:
-        return str(store.read_json(path).get("job_id", "")) == job_id
-    except (OSError, ValueError):
-        return False
-
-
-def _job_alive(job: dict[str, Any]) -> bool | None:
+def job_alive(job: dict[str, Any]) -> bool | None:
     """True or False when the job's state can be read from here, None when it cannot."""
     state = job.get("state")
     if state in ("finished", "failed", "cancelled"):

@@ -1,8 +1,10 @@
 """One cell as a job: the callable a cluster executor submits, and the torchrun launch of a multi-process cell.
 
-A job gets no live objects from the process that submitted it: :class:`JobSpec` carries the validated suite, the
-run options and the MLflow parent run, and :class:`CellJob` rebuilds the run context inside the job (dataset
-table, splits, decoded-image cache) before it runs the cell. The cell writes its own hashed folder as it does
+:class:`CellRunner` is what every executor is handed to run a cell: in this process, or under torchrun when the
+cell asks for several processes. A job gets no live objects from the process that submitted it: :class:`JobSpec`
+carries the validated suite, the run options and a picklable logger for the cell's MLflow child run, and
+:class:`CellJob` rebuilds the run context inside the job (dataset table, splits, decoded-image cache) before it
+runs the cell. The cell writes its own hashed folder as it does
 locally, so resume, rescoring and the leaderboard read the same files wherever the cell ran.
 
 ``CellJob`` has a ``checkpoint`` method, so submitit requeues it when the job is preempted or reaches its time
@@ -17,33 +19,28 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fbench.run import store
+from fbench.engine import distributed
+from fbench.engine.devices import resolve_device
 from fbench.errors import FbenchError
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from fbench.run.cells import Cell
-    from fbench.suite.schema import Suite
-    from fbench.run.suite import CellOutcome, CellRunner, RunContext, RunOptions
+from fbench.registry import load_plugins
+from fbench.run import store
+from fbench.run.cell import CellOutcome, reused_outcome, run_cell
+from fbench.run.cells import Cell
+from fbench.run.context import Progress, RunContext, RunOptions, prepare
+from fbench.suite.schema import Suite
 
 JOB_RECORD = "job.json"  # in the cell's folder: which job ran it, where and when it started
 LOG_TAIL_LINES = 30
-
-
-@dataclass(frozen=True)
-class TrackingTarget:
-    """The MLflow parent run that each cell job logs its child run under."""
-
-    uri: str
-    experiment_id: str
-    parent_run_id: str
 
 
 @dataclass
@@ -53,17 +50,29 @@ class JobSpec:
     suite: Suite
     options: RunOptions
     cwd: str  # relative paths (output, data, the MLflow database) resolve against the submitting folder
-    tags: dict[str, str] = field(default_factory=dict)
-    tracking: TrackingTarget | None = None
+    log_cell: Callable[[CellOutcome], bool] | None = None  # logs the cell's MLflow child run from inside the job
     executor: str = "local"
 
     @classmethod
     def from_runner(cls, runner: CellRunner, executor: str) -> JobSpec:
-        tracker = runner.context.tracker
-        target = None
-        if tracker is not None and tracker.enabled and tracker.parent_run_id:
-            target = TrackingTarget(tracker.uri, tracker.experiment_id, tracker.parent_run_id)
-        return cls(runner.suite, runner.options, os.getcwd(), dict(runner.tags), target, executor)
+        return cls(runner.suite, runner.options, os.getcwd(), runner.job_logger, executor)
+
+
+@dataclass
+class CellRunner:
+    """An executor's ``run_one``: runs a cell in this process (under torchrun when it asks for several
+    processes). Cluster executors do not call it; they rebuild the context inside each job from ``suite`` and
+    ``options``, and log through ``job_logger``."""
+
+    context: RunContext
+    suite: Suite
+    options: RunOptions
+    job_logger: Callable[[CellOutcome], bool] | None = None
+
+    def __call__(self, cell: Cell) -> CellOutcome:
+        if processes_per_cell(self.suite, self.options) > 1:
+            return run_cell_with_torchrun(cell, self)
+        return run_cell(cell, self.context)
 
 
 def processes_per_cell(suite: Suite, options: RunOptions) -> int:
@@ -80,19 +89,15 @@ def processes_per_cell(suite: Suite, options: RunOptions) -> int:
 
 
 def build_context(spec: JobSpec, quiet: bool = False, output: Path | None = None) -> tuple[RunContext, list[Cell]]:
-    """The run context and the suite's cells, rebuilt from ``spec`` (no tracker: jobs log through
-    :func:`log_cell`). ``output`` replaces the suite's output folder (torchrun ranks other than 0)."""
-    from fbench.engine.devices import resolve_device
-    from fbench.registry import load_plugins
-    from fbench.run.suite import Reporter, RunContext, prepare
-
+    """The run context and the suite's cells, rebuilt from ``spec`` (jobs log through ``spec.log_cell``).
+    ``output`` replaces the suite's output folder (torchrun ranks other than 0)."""
     os.chdir(spec.cwd)
     load_plugins([*spec.options.plugins, *spec.suite.plugins])
-    reporter = Reporter() if quiet else Reporter(note=lambda text: print(f"fbench: {text}", flush=True))
-    prepared = prepare(spec.suite, spec.options, reporter)
+    progress = Progress() if quiet else Progress(note=lambda text: print(f"fbench: {text}", flush=True))
+    prepared = prepare(spec.suite, spec.options, progress)
     device = resolve_device(spec.options.device or spec.suite.device)
     context = RunContext(spec.suite, prepared.table, Path(output or spec.suite.output), device, prepared.splits,
-                         spec.options.cache_dir, spec.options.retry_failed, None, reporter)
+                         spec.options.cache_dir, spec.options.retry_failed, progress)
     return context, prepared.cells
 
 
@@ -137,15 +142,10 @@ class CellJob:
             store.write_json(folder / JOB_RECORD, record)
         print(f"fbench: cell {cell.name} ({key}) in {folder} on {record['host']}", flush=True)
         processes = processes_per_cell(self.spec.suite, self.spec.options)
-        if processes > 1:
-            outcome = _torchrun_cell(cell, self.spec, context, processes)
-        else:
-            from fbench.run.suite import run_cell
-
-            outcome = run_cell(cell, context)
+        outcome = _torchrun_cell(cell, self.spec, context, processes) if processes > 1 else run_cell(cell, context)
         logged = False
-        if not outcome.reused and self.spec.tracking is not None:
-            logged = log_cell(self.spec, outcome)
+        if not outcome.reused and self.spec.log_cell is not None:
+            logged = self.spec.log_cell(outcome)
         print(f"fbench: cell {cell.name}: {outcome.status}{' (reused)' if outcome.reused else ''} "
               f"in {outcome.seconds:.0f} s", flush=True)
         return {"key": key, "status": outcome.status, "reason": outcome.reason, "seconds": outcome.seconds,
@@ -157,23 +157,6 @@ class CellJob:
 
         print("fbench: job preempted or out of time: requeued; the cell starts again", flush=True)
         return DelayedSubmission(type(self)(self.spec), *args, **kwargs)
-
-
-def log_cell(spec: JobSpec, outcome: CellOutcome) -> bool:
-    """Log the cell's child run under the suite's parent run; False (and a message) when the store refuses, so
-    that the submitting process logs it instead."""
-    from fbench.run.suite import _log_cell
-    from fbench.tracking import MlflowTracker
-
-    assert spec.tracking is not None
-    try:
-        tracker = MlflowTracker.attach(spec.tracking.uri, spec.tracking.experiment_id, spec.tracking.parent_run_id)
-        _log_cell(tracker, outcome, spec.tags)
-    except Exception as error:  # the cell's results are on disk; tracking must not fail the cell
-        print(f"fbench: could not log cell {outcome.cell.name} to MLflow at {spec.tracking.uri}: {error}",
-              file=sys.stderr, flush=True)
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------------------------------- torchrun
@@ -188,20 +171,17 @@ def torchrun_command(processes: int, spec_path: Path, key: str) -> list[str]:
 def run_cell_with_torchrun(cell: Cell, runner: CellRunner) -> CellOutcome:
     """A multi-process cell run from the local executor: torchrun on this machine; MLflow logging stays with the
     caller."""
-    spec = JobSpec.from_runner(runner, "local")
-    spec.tracking = None
+    spec = JobSpec(runner.suite, runner.options, os.getcwd(), None, "local")
     return _torchrun_cell(cell, spec, runner.context, processes_per_cell(runner.suite, runner.options))
 
 
 def _torchrun_cell(cell: Cell, spec: JobSpec, context: RunContext, processes: int) -> CellOutcome:
     import cloudpickle
 
-    from fbench.run.suite import CellOutcome
-
     folder = context.folder(cell)
-    previous = store.finished_result(folder)
-    if previous is not None and (previous["status"] == store.COMPLETE or not context.retry_failed):
-        return CellOutcome(cell, folder, previous["status"], reused=True, reason=previous.get("reason", ""))
+    reused = reused_outcome(cell, folder, context.retry_failed)
+    if reused is not None:
+        return reused
     if context.retry_failed:
         (folder / store.RESULT).unlink(missing_ok=True)  # the ranks' resume check must not see the old failure
     folder.mkdir(parents=True, exist_ok=True)
@@ -240,9 +220,6 @@ def rank_main(spec_path: Path, key: str) -> int:
     """One torchrun rank of cell ``key``: join the group, rebuild the context, run the cell; rank 0 writes."""
     import cloudpickle
 
-    from fbench.engine import distributed
-    from fbench.run.suite import run_cell
-
     spec: JobSpec = cloudpickle.loads(Path(spec_path).read_bytes())
     device = spec.options.device or spec.suite.device
     plan = distributed.init_from_env("cpu" if device == "cpu" else None)
@@ -261,8 +238,6 @@ def rank_main(spec_path: Path, key: str) -> int:
         run_cell(cell, context)
         plan.barrier()
         if scratch is not None:
-            import shutil
-
             shutil.rmtree(scratch, ignore_errors=True)
     finally:
         distributed.shutdown()

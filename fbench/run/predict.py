@@ -15,35 +15,31 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+import torch
 
-from fbench.run import store
+from fbench.data.cache import build_cache
+from fbench.data.splits import Split
+from fbench.engine import distributed, load_state
 from fbench.errors import FbenchError
+from fbench.registry import get_dataset
+from fbench.run import store
+from fbench.run.cell import build_model, predict_conditions
+from fbench.run.cells import Cell
+from fbench.run.inputs import cell_inputs
+from fbench.suite.conditions import CLEAN
 
 
-def cell_from_folder(folder: Path):
+def cell_from_folder(folder: Path) -> Cell:
     """The cell whose configuration ``folder/config.json`` holds."""
-    from fbench.run.cells import Cell
-
     path = Path(folder) / store.CONFIG
     if not path.is_file():
         raise FbenchError(f"{folder} is not a cell folder (no {store.CONFIG}); give <output>/<suite>/<cell key>")
-    data = store.read_json(path)
-    data.pop("format", None)
-    for name in ("input_size", "conditions", "train_conditions"):
-        data[name] = tuple(data[name])
-    return Cell(**data)
+    return Cell.from_dict(store.read_json(path))
 
 
 def predict_cell(folder: Path, conditions: Sequence[str] | None = None, batch_size: int = 512,
                  device: str = "cpu", cache_dir: Path | None = None) -> pd.DataFrame:
     """Predictions of the cell in ``folder`` on its test split for ``conditions`` (default: the cell's)."""
-    import torch
-
-    from fbench.data.cache import build_cache
-    from fbench.data.splits import Split
-    from fbench.engine import load_state, predict_logits, predictions_frame
-    from fbench.registry import get_architecture, get_dataset
-
     folder = Path(folder)
     cell = cell_from_folder(folder)
     if not (folder / store.CHECKPOINT).is_file():
@@ -51,23 +47,13 @@ def predict_cell(folder: Path, conditions: Sequence[str] | None = None, batch_si
     table = get_dataset(cell.dataset).load(Path(cell.dataset_root))
     split = Split.load(folder / store.SPLIT)
     cached = build_cache(table, cell.input_size, cache_dir=cache_dir)
-    positions = cached.positions(list(split.test))
-    architecture = get_architecture(cell.architecture)
-    spec = architecture.resolve_spec(cell.options).with_input(image_size=cell.input_size[1:])
-    model = load_state(architecture.build(table.num_classes, **cell.options), folder / store.CHECKPOINT)
+    test = cell_inputs(cell, split, table, cached, torch.device("cpu")).test
+    assert test is not None
+    model = load_state(build_model(cell, table.num_classes), folder / store.CHECKPOINT)
     model.to(torch.device(device))
-    ids = [cached.sample_ids[i] for i in positions.tolist()]
-    frame = table.frame.set_index("sample_id")
-    poses = frame.loc[ids, "pose"].astype(str).tolist()
-    subjects = frame.loc[ids, "subject"].astype(str).tolist()
-    parts = []
-    for condition in conditions or ("clean", *cell.perturbations):
-        logits = predict_logits(model, cached.images[positions], spec, device=device, batch_size=batch_size,
-                                condition=None if condition == "clean" else condition,
-                                landmarks=cached.landmarks[positions], sample_ids=ids, poses=poses, seed=cell.seed)
-        parts.append(predictions_frame(logits, cached.labels[positions], ids, condition, poses=poses,
-                                       subjects=subjects))
-    return pd.concat(parts, ignore_index=True)
+    frames = predict_conditions(model, cell, test, device, tuple(conditions or (CLEAN, *cell.perturbations)),
+                                batch_size)
+    return pd.concat(frames, ignore_index=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,8 +66,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cache-dir", type=Path)
     args = parser.parse_args(argv)
-    from fbench.engine import distributed
-
     plan = distributed.init_from_env(args.device) if distributed.torchrun_environment() else None
     device = str(plan.device) if plan is not None else args.device
     try:

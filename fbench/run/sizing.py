@@ -9,6 +9,7 @@ fewer images, so that the quick budget fits a CPU whatever the suite compares.
 from __future__ import annotations
 
 import functools
+import json
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -16,23 +17,26 @@ from typing import Any
 import numpy as np
 import torch
 
+from fbench.profile import count_macs_torch
+from fbench.registry import get_architecture
+
 # Forward + backward is about three forward passes.
 TRAIN_PASSES = 3
 # The compute cap never leaves fewer than this many training images per class.
 MIN_IMAGES_PER_CLASS = 4
 
 
-def stratified_subset(ids: Sequence[str], labels: Sequence[int], keep: int, seed: int) -> list[str]:
+def stratified_subset(ids: Sequence[str], labels: Sequence[int] | np.ndarray, keep: int, seed: int) -> list[str]:
     """``keep`` of ``ids`` drawn round-robin over classes (so the cut keeps the class balance), in their
     original order; all of them when ``keep`` is not below their number."""
     ids = list(ids)
     if keep >= len(ids):
         return ids
-    labels = np.asarray(labels)
+    classes = np.asarray(labels)
     order = np.random.default_rng(seed).permutation(len(ids))
     by_class: dict[int, list[int]] = {}
     for position in order:
-        by_class.setdefault(int(labels[position]), []).append(int(position))
+        by_class.setdefault(int(classes[position]), []).append(int(position))
     queues = [by_class[c] for c in sorted(by_class)]
     chosen: list[int] = []
     while len(chosen) < keep:
@@ -45,19 +49,12 @@ def stratified_subset(ids: Sequence[str], labels: Sequence[int], keep: int, seed
 @functools.lru_cache(maxsize=64)
 def _forward_macs_cached(architecture: str, options_json: str, input_size: tuple[int, int, int],
                          num_classes: int) -> int:
-    import json
-
-    from fbench.profile import count_macs_torch
-    from fbench.registry import get_architecture
-
     model = get_architecture(architecture).build(num_classes, **json.loads(options_json)).eval()
     return count_macs_torch(model, torch.zeros(1, *input_size))
 
 
 def forward_macs(architecture: str, options: dict[str, Any], input_size: Sequence[int], num_classes: int) -> int:
     """MACs of one forward pass of one image (torch's FlopCounterMode; deterministic, cached per process)."""
-    import json
-
     return _forward_macs_cached(architecture, json.dumps(options, sort_keys=True, default=str),
                                 tuple(int(v) for v in input_size), int(num_classes))
 

@@ -56,7 +56,7 @@ def build_leaderboards(predictions: pd.DataFrame, num_classes: int, label_names:
     """One leaderboard per view present in ``predictions``."""
     if predictions.empty:
         return []
-    return [_leaderboard(view, frame.drop(columns="view"), num_classes, label_names, n_resamples)
+    return [_leaderboard(str(view), frame.drop(columns="view"), num_classes, label_names, n_resamples)
             for view, frame in predictions.groupby("view", sort=False)]
 
 
@@ -79,7 +79,7 @@ def _per_pose(predictions: pd.DataFrame, n_resamples: int) -> pd.DataFrame:
     if "pose" not in clean.columns or not clean["pose"].astype(str).str.len().any():
         return pd.DataFrame()
     rows = []
-    for (label, fold, seed), run in clean.groupby(["architecture", "fold", "seed"], sort=False):
+    for (label, _fold, _seed), run in clean.groupby(["architecture", "fold", "seed"], sort=False):
         for _, group in per_group_accuracy(run, by="pose").iterrows():
             rows.append({"label": label, "pose": group["pose"], "accuracy": group["accuracy"]})
     per_run = pd.DataFrame(rows)

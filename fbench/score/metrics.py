@@ -7,7 +7,7 @@ The predictions frame (one cell = architecture x variant x fold x seed) has one 
 
 | column | type | meaning |
 |---|---|---|
-| ``condition`` | str | ``"clean"``, ``"pose=FL"``, ``"occlusion:kind=rectangle,severity=0.25"``, ``"mask:kind=surgical"``, ... |
+| ``condition`` | str | ``"clean"``, ``"pose=FL"``, ``"occlusion:kind=rectangle,severity=0.25"``, ... |
 | ``sample_id`` | str | the sample, stable across conditions and runs |
 | ``label`` | int | true class, index in ``CANONICAL_LABELS`` (0..K-1) |
 | ``pred`` | int | predicted class (0..K-1) |
@@ -35,8 +35,9 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from fbench.suite.conditions import is_subset
+from fbench.data.table import CANONICAL_LABELS
 from fbench.errors import FbenchError
+from fbench.suite.conditions import is_subset
 
 CLEAN = "clean"
 PREDICTION_COLUMNS = ("condition", "sample_id", "label", "pred")
@@ -67,8 +68,6 @@ def class_names(num_classes: int, label_names: Sequence[str] | None = None) -> l
                 "pass one name per class"
             )
         return names
-    from fbench.data.table import CANONICAL_LABELS
-
     if num_classes <= len(CANONICAL_LABELS):
         return list(CANONICAL_LABELS[:num_classes])
     return [f"class_{i}" for i in range(num_classes)]
@@ -283,7 +282,7 @@ def per_cell_metrics(
         key = key if isinstance(key, tuple) else (key,)
         part = condition_metrics(sub, num_classes, label_names)
         for col, value in reversed(list(zip(by, key))):
-            part.insert(0, col, value)
+            part.insert(0, col, value)  # type: ignore[arg-type]  # a groupby key: one value of the column
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
 

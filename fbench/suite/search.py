@@ -24,17 +24,18 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from fbench.contract import Architecture, EarlyStopping, Recipe, Schedule
-from fbench.errors import FbenchError
+from fbench.contract import Architecture, Recipe
+from fbench.errors import FbenchError, did_you_mean
+from fbench.suite.problems import Problem, format_problems
+from fbench.suite.recipes import NESTED_FIELDS, recipe_problems, recipe_with_overrides
 
-Problem = tuple[tuple[str | int, ...], str]
 Scalar = bool | int | float | str | None
 
 OPTION_PREFIX = "options."
@@ -43,7 +44,6 @@ _KEYS = {"float": ("type", "low", "high", "log", "step"), "int": ("type", "low",
          "categorical": ("type", "choices")}
 # Recipe fields that make no sense to search (free text, or structures a scalar cannot replace).
 _NOT_SEARCHABLE = ("source", "augmentation", "lr_groups", "betas")
-_NESTED = {"schedule": Schedule, "early_stopping": EarlyStopping}
 # Options that change the input the model expects, which the tuning data is decoded for once.
 _INPUT_OPTIONS = ("in_chans", "img_size")
 SIDE_FILE_SUFFIX = ".search.yaml"
@@ -66,6 +66,7 @@ class Param:
         if self.kind == "float":
             return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
         if self.kind == "int":
+            assert self.low is not None and self.high is not None  # parse_param sets both for numeric kinds
             return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log,
                                      step=int(self.step or 1))
         return trial.suggest_categorical(self.name, list(self.choices))
@@ -113,7 +114,7 @@ def searchable_names(architecture: Architecture, base: Recipe | None = None) -> 
     """Every parameter name a space (or a best.yaml) may use for ``architecture``."""
     base = base or architecture.spec.recipe
     names = [f.name for f in dataclasses.fields(Recipe) if f.name not in _NOT_SEARCHABLE]
-    for field_name, cls in _NESTED.items():
+    for field_name, cls in NESTED_FIELDS.items():
         names += [f"{field_name}.{f.name}" for f in dataclasses.fields(cls) if f.name != "params"]
     names += [f"schedule.params.{key}" for key in base.schedule.params]
     names += [OPTION_PREFIX + option.name for option in architecture.options]
@@ -122,8 +123,6 @@ def searchable_names(architecture: Architecture, base: Recipe | None = None) -> 
 
 def name_problem(name: str, architecture: Architecture, base: Recipe | None = None) -> str | None:
     """Why ``name`` is not a parameter of ``architecture`` (with did-you-mean), or None when it is."""
-    from fbench.suite.schema import _hint
-
     base = base or architecture.spec.recipe
     known = searchable_names(architecture, base)
     if name in known or (name.startswith("schedule.params.") and len(name) > len("schedule.params.")):
@@ -135,11 +134,11 @@ def name_problem(name: str, architecture: Architecture, base: Recipe | None = No
     if name.startswith(OPTION_PREFIX):
         option = name[len(OPTION_PREFIX):]
         valid = "; ".join(o.describe() for o in architecture.options) or "none"
-        return f"architecture {architecture.name!r} has no variant option {option!r}{_hint(option, options)}; " \
+        return f"architecture {architecture.name!r} has no variant option {option!r}{did_you_mean(option, options)}; " \
                f"its options: {valid}"
     if name in _NOT_SEARCHABLE:
         return f"recipe field {name!r} cannot be searched (it is not a single value); set it in the suite's recipe"
-    return (f"unknown parameter {name!r}{_hint(name, known)}: a parameter is a recipe field (lr, weight_decay, "
+    return (f"unknown parameter {name!r}{did_you_mean(name, known)}: a parameter is a recipe field (lr, weight_decay, "
             f"batch_size, schedule.params.factor, ...) or {OPTION_PREFIX}<variant option> (" +
             ", ".join(OPTION_PREFIX + o for o in options) + ")")
 
@@ -153,8 +152,6 @@ def to_overrides(params: Mapping[str, Any], architecture: Architecture, recipe: 
 
     Nested recipe fields (``schedule.params.factor``) replace their whole field, built from the recipe the entry
     resolves to, because suites replace ``schedule`` and ``early_stopping`` as a whole."""
-    from fbench.suite.schema import recipe_with_overrides
-
     new_recipe = dict(recipe)
     new_options = dict(options)
     nested: dict[str, dict[str, Any]] = {}
@@ -172,7 +169,7 @@ def to_overrides(params: Mapping[str, Any], architecture: Architecture, recipe: 
                 resolved = recipe_with_overrides(architecture.spec.recipe, recipe)
             current = getattr(resolved, head)
             nested[head] = _plain(dataclasses.asdict(current) if current is not None else
-                                  dataclasses.asdict(_NESTED[head]()))
+                                  dataclasses.asdict(NESTED_FIELDS[head]()))
         node = nested[head]
         *parents, leaf = rest.split(".")
         for part in parents:
@@ -193,8 +190,6 @@ def _plain(value: Any) -> Any:
 def value_problems(params: Mapping[str, Any], architecture: Architecture, recipe: Mapping[str, Any],
                    options: Mapping[str, Any]) -> list[Problem]:
     """Problems with giving ``params`` these values, keyed by parameter name (empty: all valid)."""
-    from fbench.suite.schema import recipe_problems
-
     problems: list[Problem] = []
     for name, value in params.items():
         try:
@@ -220,8 +215,6 @@ def value_problems(params: Mapping[str, Any], architecture: Architecture, recipe
 def parse_param(name: str, raw: Any, architecture: Architecture, recipe: Mapping[str, Any],
                 options: Mapping[str, Any]) -> tuple[Param | None, list[Problem]]:
     """One parameter of a ``search:`` block; problems are keyed relative to the parameter."""
-    from fbench.suite.schema import _hint
-
     if isinstance(raw, list):
         raw = {"type": "categorical", "choices": raw}
     if not isinstance(raw, Mapping):
@@ -229,14 +222,15 @@ def parse_param(name: str, raw: Any, architecture: Architecture, recipe: Mapping
                            f"or a list of choices (got {type(raw).__name__})")]
     kind = raw.get("type")
     if kind not in PARAM_TYPES:
-        hint = _hint(str(kind), PARAM_TYPES) if isinstance(kind, str) else ""
+        hint = did_you_mean(kind, PARAM_TYPES) if isinstance(kind, str) else ""
         what = "the distribution type is missing" if kind is None else f"unknown distribution type {kind!r}{hint}"
         return None, [(("type",), f"{what}; use one of {', '.join(PARAM_TYPES)}")]
     problems: list[Problem] = []
     for key in raw:
         if key not in _KEYS[kind]:
-            problems.append(((key,), f"unknown key {key!r} for {'an' if kind == 'int' else 'a'} {kind} parameter{_hint(str(key), _KEYS[kind])}; "
-                                     f"valid keys: {', '.join(_KEYS[kind])}"))
+            article = "an" if kind == "int" else "a"
+            problems.append(((key,), f"unknown key {key!r} for {article} {kind} parameter"
+                                     f"{did_you_mean(key, _KEYS[kind])}; valid keys: {', '.join(_KEYS[kind])}"))
     if problems:
         return None, problems
     option = _option(name, architecture)
@@ -344,8 +338,6 @@ def _looks_numeric(text: str) -> bool:
 
 
 def _recipe_value(name: str, architecture: Architecture, recipe: Mapping[str, Any]) -> Any:
-    from fbench.suite.schema import recipe_with_overrides
-
     try:
         node: Any = recipe_with_overrides(architecture.spec.recipe, recipe)
     except FbenchError:
@@ -366,8 +358,6 @@ def parse_space(raw: Any, architecture: Architecture, recipe: Mapping[str, Any] 
     options = dict(options or {})
     if not isinstance(raw, Mapping) or not raw:
         return None, [((), "a search space is a non-empty mapping of parameter names to distributions")]
-    from fbench.suite.schema import recipe_with_overrides
-
     try:
         base = recipe_with_overrides(architecture.spec.recipe, recipe)
     except FbenchError:
@@ -395,8 +385,6 @@ def default_space(architecture: Architecture, recipe: Mapping[str, Any] | None =
     """The built-in space: lr (log, a decade either side of the recipe's), weight_decay (log, 1e-6..1e-2),
     batch_size (half, same, double the recipe's) and every declared boolean or fixed-choice variant option
     that does not change the input."""
-    from fbench.suite.schema import recipe_with_overrides
-
     base = recipe_with_overrides(architecture.spec.recipe, recipe or {})
     sizes = sorted({max(1, base.batch_size // 2), base.batch_size, base.batch_size * 2})
     params = [
@@ -439,9 +427,6 @@ def side_file_space(architecture: Architecture, recipe: Mapping[str, Any], optio
     space, problems = parse_space(data[architecture.name], architecture, recipe, options,
                                   origin=f"{path}: {architecture.name}")
     if problems:
-        raise FbenchError("\n".join(_problem_lines(str(path), (architecture.name,), problems)))
+        lines = format_problems(str(path), [((architecture.name, *where), message) for where, message in problems])
+        raise FbenchError("\n".join(lines))
     return space
-
-
-def _problem_lines(source: str, prefix: tuple[str | int, ...], problems: Sequence[Problem]) -> list[str]:
-    return [f"{source}: {'.'.join(str(p) for p in (*prefix, *path))}: {message}" for path, message in problems]

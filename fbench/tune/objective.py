@@ -9,26 +9,32 @@ parameter makes invalid is recorded as failed with its reason, and the study goe
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from fbench.run.cells import Cell, expand_cells
-from fbench.suite.schema import ArchitectureConfig, EngineConfig, Suite
 from fbench.data.splits import Split
 from fbench.engine import EvalData, NonFiniteLossError, TrainData, train_model
-from fbench.errors import FbenchError
+from fbench.errors import FbenchError, did_you_mean
+from fbench.profile import count_macs, count_parameters, measure_speed
 from fbench.registry import get_architecture
+from fbench.run.cell import build_model, train_settings
+from fbench.run.cells import Cell, expand_cells
+from fbench.run.context import RunContext
+from fbench.run.inputs import cell_inputs
+from fbench.suite.schema import ArchitectureConfig, Suite
 from fbench.suite.search import SearchSpace, to_overrides
 
 # Objectives: what each one measures and which way is better.
-VALIDATION_OBJECTIVES = {"val_accuracy": "maximize", "val_loss": "minimize"}
-COST_OBJECTIVES = {"macs": "minimize", "params": "minimize", "latency": "minimize"}
-OBJECTIVES = {**VALIDATION_OBJECTIVES, **COST_OBJECTIVES}
+Direction = Literal["minimize", "maximize"]
+VALIDATION_OBJECTIVES: dict[str, Direction] = {"val_accuracy": "maximize", "val_loss": "minimize"}
+COST_OBJECTIVES: dict[str, Direction] = {"macs": "minimize", "params": "minimize", "latency": "minimize"}
+OBJECTIVES: dict[str, Direction] = {**VALIDATION_OBJECTIVES, **COST_OBJECTIVES}
 
 COMPLETE, PRUNED, FAILED = "complete", "pruned", "failed"
 
@@ -41,15 +47,13 @@ class TrialFailed(FbenchError):
 def parse_objectives(text: str | Sequence[str]) -> list[str]:
     """``"val_accuracy,macs"`` -> ``["val_accuracy", "macs"]``, checked: known names, no repeats, at least one
     validation metric (costs alone need no training)."""
-    from fbench.suite.schema import _hint
-
     names = [part.strip() for part in (text.split(",") if isinstance(text, str) else text) if part.strip()]
     if not names:
         raise FbenchError("--objective is empty; use val_accuracy, or e.g. val_accuracy,macs for a Pareto front")
     for name in names:
         if name not in OBJECTIVES:
-            raise FbenchError(f"unknown objective {name!r}{_hint(name, OBJECTIVES)}; use {', '.join(OBJECTIVES)} "
-                              f"(comma-separated for several)")
+            raise FbenchError(f"unknown objective {name!r}{did_you_mean(name, OBJECTIVES)}; use "
+                              f"{', '.join(OBJECTIVES)} (comma-separated for several)")
     if len(set(names)) != len(names):
         raise FbenchError(f"--objective {','.join(names)} names an objective twice")
     if not any(name in VALIDATION_OBJECTIVES for name in names):
@@ -67,7 +71,7 @@ class TuningSetup:
     split: Split
     fold: int
     folds: int
-    context: Any  # fbench.run.suite.RunContext (table, device, decoded-image cache)
+    context: RunContext  # table, device, decoded-image cache
     dataset_root: str
     synthetic: bool
     fallback: bool
@@ -87,25 +91,13 @@ class TuningSetup:
 
 def tuning_data(cell: Cell, setup: TuningSetup) -> tuple[TrainData, EvalData]:
     """The fold's training and validation parts, cut to the budget as the runner cuts them; no test."""
-    from fbench.run.suite import _eval_ids, _train_ids, _training_images
-
-    split = setup.split
-    train_ids = _train_ids(cell, split, setup.context.table)
-    val_ids = _eval_ids(cell, split.val, setup.context.table, "val")
-    leaked = (set(train_ids) | set(val_ids)) & set(split.test)
-    if leaked:  # splits are checked for disjointness when made; this guards the objective itself
-        raise FbenchError(f"{len(leaked)} test samples reached the tuning data (e.g. {sorted(leaked)[:3]}); "
-                          f"the split is broken")
-    cached = setup.context.cache(cell.input_size)
-    device = setup.context.device
-    train_rows = cached.positions(train_ids)
-    val_rows = cached.positions(val_ids)
-    table = setup.context.table
-    train = TrainData(_training_images(cell, cached, train_rows, table, device), cached.labels[train_rows].to(device),
-                      [cached.sample_ids[i] for i in train_rows.tolist()])
-    val = EvalData(_training_images(cell, cached, val_rows, table, device), cached.labels[val_rows].to(device),
-                   [cached.sample_ids[i] for i in val_rows.tolist()])
-    return train, val
+    context = setup.context
+    inputs = cell_inputs(cell, setup.split, context.table, context.cache(cell.input_size), context.device,
+                         with_test=False)
+    if inputs.val is None:
+        raise FbenchError(f"fold {setup.fold} has no validation images to score trials on; give the protocol a "
+                          "val_fraction above 0")
+    return inputs.train, inputs.val
 
 
 def final_record(history: Sequence[Mapping[str, Any]], result: Any) -> Mapping[str, Any]:
@@ -121,6 +113,11 @@ def _out_of_memory_errors() -> tuple[type[BaseException], ...]:
         if isinstance(kind, type) and kind not in kinds:
             kinds.append(kind)
     return tuple(kinds)
+
+
+OUT_OF_MEMORY_ERRORS = _out_of_memory_errors()
+# What fails one trial (recorded as failed; the study goes on).
+TRIAL_ERRORS: tuple[type[BaseException], ...] = (NonFiniteLossError, FbenchError, *OUT_OF_MEMORY_ERRORS)
 
 
 @dataclass
@@ -165,10 +162,10 @@ class Objective:
             outcome.state, outcome.reason = PRUNED, str(pruned)
             self._finish(trial, outcome, started)
             raise
-        except (NonFiniteLossError, FbenchError, *_out_of_memory_errors()) as error:
-            if isinstance(error, _out_of_memory_errors()) and torch.cuda.is_available():
+        except TRIAL_ERRORS as error:
+            if isinstance(error, OUT_OF_MEMORY_ERRORS) and torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            kind = "out of memory" if isinstance(error, _out_of_memory_errors()) else type(error).__name__
+            kind = "out of memory" if isinstance(error, OUT_OF_MEMORY_ERRORS) else type(error).__name__
             outcome.state, outcome.reason = FAILED, f"{kind}: {error}".strip()
             trial.set_user_attr("fail_reason", outcome.reason[:2000])
             self._finish(trial, outcome, started)
@@ -194,11 +191,9 @@ class Objective:
         cell = setup.cell(params)
         outcome.cell_key = cell.key
         trial.set_user_attr("cell_key", cell.key)
-        trial.set_user_attr("epochs", int(cell.recipe["epochs"]))
-        architecture = get_architecture(cell.architecture)
+        trial.set_user_attr("epochs", cell.recipe.epochs)
         costs = self._cost_values(cell) if any(n in COST_OBJECTIVES for n in self.objectives) else {}
         train, val = tuning_data(cell, setup)
-        spec = architecture.resolve_spec(cell.options).with_input(image_size=cell.input_size[1:])
         watched = next(name for name in self.objectives if name in VALIDATION_OBJECTIVES)
 
         def on_epoch(record: dict[str, Any]) -> None:
@@ -210,13 +205,8 @@ class Objective:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {record['epoch']} ({watched} {value:.4f})")
 
-        torch.manual_seed(cell.seed)
-        model = architecture.build(setup.context.table.num_classes, **cell.options)
-        engine = EngineConfig(**cell.engine)
-        result = train_model(model, train, val, cell.recipe_object(), spec=spec, device=setup.context.device,
-                             seed=cell.seed, on_epoch=on_epoch, amp=engine.amp, channels_last=engine.channels_last,
-                             compile=engine.compile, eval_batch_size=engine.eval_batch_size,
-                             residency=engine.residency)
+        model = build_model(cell, setup.context.table.num_classes)
+        result = train_model(model, train, val, train_settings(cell, setup.context.device, on_epoch=on_epoch))
         chosen = final_record(result.history, result)
         values = {name: float(chosen[name]) for name in VALIDATION_OBJECTIVES if chosen.get(name) is not None}
         values.update(costs)
@@ -227,19 +217,15 @@ class Objective:
 
     def _cost_values(self, cell: Cell) -> dict[str, float]:
         """Parameters, MACs and (when asked) batch-1 latency of the trial's model, cached per configuration."""
-        import json
-
         key = json.dumps([cell.architecture, cell.options, cell.input_size], sort_keys=True, default=str)
         if key not in self._costs:
-            from fbench.profile import count_macs, count_parameters, measure_speed
-
             architecture = get_architecture(cell.architecture)
             model = architecture.build(self.setup.context.table.num_classes, **cell.options).eval()
             total, _, _ = count_parameters(model)
             costs = {"params": float(total),
                      "macs": float(count_macs(model, torch.zeros(1, *cell.input_size)).macs)}
             if "latency" in self.objectives:
-                latency_ms, _, _, _ = measure_speed(model, tuple(cell.input_size), self.setup.context.device,
+                latency_ms, _, _, _ = measure_speed(model, cell.input_size, self.setup.context.device,
                                                     batch_size=1, warmup=3, repeats=15, budget_s=5.0)
                 costs["latency"] = float(latency_ms)
             self._costs[key] = costs

@@ -17,10 +17,12 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from fbench.report.document import SYNTHETIC_BANNER, Block, html_document, markdown_document, png_bytes
+from fbench.run.store import write_atomic
 from fbench.suite.schema import ArchitectureConfig, Suite
-from fbench.tune.objective import FAILED, PRUNED
-from fbench.suite.tuned import TUNED_FORMAT
 from fbench.suite.search import SearchSpace
+from fbench.suite.tuned import TUNED_FORMAT
+from fbench.tune.objective import FAILED, PRUNED
 
 PLOTS = {
     "history": ("optimization_history.png", "Optimisation history"),
@@ -101,8 +103,6 @@ def best_document(study: Any, trial: Any, front: Sequence[Any], *, suite: Suite,
 
 
 def _write_text(path: Path, text: str) -> None:
-    from fbench.run.store import write_atomic
-
     write_atomic(path, text.encode("utf-8"))
 
 
@@ -132,7 +132,7 @@ def _figures(study: Any, objectives: Sequence[str], complete: int) -> tuple[dict
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                axes = draw()
+                axes: Any = draw()  # one Axes, or an array of them
         except (ValueError, RuntimeError, ZeroDivisionError) as error:  # e.g. one distinct value per parameter
             skipped[name] = f"{type(error).__name__}: {error}"
             continue
@@ -166,9 +166,6 @@ def write_outputs(study: Any, out: Path, *, suite: Suite, entry: ArchitectureCon
                   notes: Sequence[str], report: bool = True) -> tuple[Path | None, dict[str, Path]]:
     """Write ``best.yaml`` (when a trial completed) and, with ``report``, the plots and
     ``report.md``/``report.html`` into ``out``."""
-    from fbench.report.document import _html, _png
-    from fbench.run.store import write_atomic
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     trial, front = chosen_trial(study, objectives)
@@ -188,28 +185,28 @@ def write_outputs(study: Any, out: Path, *, suite: Suite, entry: ArchitectureCon
     figures, skipped = _figures(study, objectives, counts["complete"])
     images: dict[str, bytes] = {}
     paths: dict[str, Path] = {}
-    for name, figure in figures.items():
-        images[name] = _png(figure)
-        paths[name] = out / PLOTS[name][0]
-        write_atomic(paths[name], images[name])
-        import matplotlib.pyplot as plt
+    if figures:
+        import matplotlib.pyplot as plt  # optuna draws its plots with pyplot; close them to free their memory
 
-        plt.close(figure)
+        for name, figure in figures.items():
+            images[name] = png_bytes(figure)
+            paths[name] = out / PLOTS[name][0]
+            write_atomic(paths[name], images[name])
+            plt.close(figure)
     blocks = _blocks(study, document, objectives, space, counts, list(images), skipped, notes, storage, dataset)
     paths["markdown"] = out / "report.md"
     paths["html"] = out / "report.html"
-    _write_text(paths["markdown"], _markdown(blocks))
-    _write_text(paths["html"], _html(blocks, f"fbench tune: {study.study_name}", images))
+    _write_text(paths["markdown"], markdown_document(blocks, {name: file for name, (file, _title) in PLOTS.items()}))
+    _write_text(paths["html"], html_document(blocks, f"fbench tune: {study.study_name}", images))
     return best_path, paths
 
 
 def _blocks(study: Any, document: dict[str, Any] | None, objectives: Sequence[str], space: SearchSpace,
             counts: dict[str, int], images: Sequence[str], skipped: dict[str, str], notes: Sequence[str],
-            storage: str, dataset: str) -> list[tuple[Any, ...]]:
-    blocks: list[tuple[Any, ...]] = [("h", 1, f"Tuning study {study.study_name}")]
+            storage: str, dataset: str) -> list[Block]:
+    blocks: list[Block] = [("h", 1, f"Tuning study {study.study_name}")]
     if "synthetic" in dataset:
-        blocks.append(("banner", "Synthetic data: procedurally rendered faces, not a real dataset. These "
-                                 "parameters say nothing about real faces."))
+        blocks.append(("banner", f"{SYNTHETIC_BANNER}. These parameters say nothing about real faces."))
     blocks.append(("p", f"Storage: {storage}. Objectives: "
                         + ", ".join(f"{n} ({d.name.lower()})" for n, d in zip(objectives, study.directions))
                         + f". Trials: {counts['complete']} complete, {counts[PRUNED]} pruned, {counts[FAILED]} "
@@ -248,9 +245,3 @@ def _blocks(study: Any, document: dict[str, Any] | None, objectives: Sequence[st
             blocks.append(("h", 3, title))
             blocks.append(("p", f"Not drawn: {skipped[name]}."))
     return blocks
-
-
-def _markdown(blocks: Sequence[tuple[Any, ...]]) -> str:
-    from fbench.report.document import _markdown as report_markdown
-
-    return report_markdown(blocks, {name: file for name, (file, _title) in PLOTS.items()})

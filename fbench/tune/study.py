@@ -20,12 +20,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fbench.run.jobs import TrackingTarget
-from fbench.suite.schema import ArchitectureConfig, Suite, select_architectures
+from fbench.engine.devices import resolve_device
 from fbench.errors import FbenchError
-from fbench.tune.objective import (COMPLETE, FAILED, OBJECTIVES, PRUNED, Objective, TrialFailed, TrialOutcome,
-                                   TuningSetup, parse_objectives)
+from fbench.run.context import SYNTHETIC_FOLDER, Progress, RunContext, choose_dataset, load_table, split_table
+from fbench.run.provenance import environment_tags, git_commit
+from fbench.suite.load import select_architectures
+from fbench.suite.schema import ArchitectureConfig, Suite
 from fbench.suite.search import SearchSpace
+from fbench.suite.tuned import space_for
+from fbench.tracking import MlflowTracker, Tracker, TrackingTarget, make_tracker
+from fbench.tune.objective import (
+    COMPLETE,
+    FAILED,
+    OBJECTIVES,
+    PRUNED,
+    Direction,
+    Objective,
+    TrialFailed,
+    TrialOutcome,
+    TuningSetup,
+    parse_objectives,
+)
+from fbench.tune.output import study_counts, write_outputs
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 DEFAULT_BUDGET = "tune"
@@ -91,7 +107,7 @@ class TuneResult:
     storage: str
     space: SearchSpace
     objectives: list[str]
-    directions: list[str]
+    directions: list[Direction]
     outcomes: list[TrialOutcome]  # this invocation's trials
     counts: dict[str, int]  # the whole study's trials by state
     best_path: Path | None
@@ -193,7 +209,8 @@ def make_pruner(name: str, multi: bool, epochs: int) -> tuple[Any, str | None]:
         return optuna.pruners.NopPruner(), "pruning is off: Optuna prunes single-objective studies only"
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3), None
-    return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=MEDIAN_WARMUP_EPOCHS), None
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=MEDIAN_WARMUP_EPOCHS)
+    return pruner, None
 
 
 def default_study_name(suite: Suite, label: str, objectives: list[str]) -> str:
@@ -243,9 +260,6 @@ def _check_identity(study: Any, identity: dict[str, Any], storage: str) -> None:
 def prepare_setup(suite: Suite, entry: ArchitectureConfig, options: TuneOptions, budget: str,
                   note: Callable[[str], None]) -> TuningSetup:
     """The dataset, the main protocol's fold and the decoded-image cache the trials share."""
-    from fbench.engine.devices import resolve_device
-    from fbench.run.suite import SYNTHETIC_FOLDER, RunContext, choose_dataset, load_table, split_table
-
     choice = choose_dataset(suite, options.data, note, options.synthetic_folder or SYNTHETIC_FOLDER)
     table = load_table(choice)
     choice.synthetic = choice.synthetic or table.synthetic
@@ -260,8 +274,8 @@ def prepare_setup(suite: Suite, entry: ArchitectureConfig, options: TuneOptions,
     if not split.val:
         raise FbenchError(f"fold {options.fold} has no validation samples; raise protocol.val_fraction")
     device = resolve_device(options.device or suite.device)
-    context = RunContext(suite, table, Path(suite.output), device, {"main": splits}, options.cache_dir)
-    context.reporter.note = note
+    context = RunContext(suite, table, Path(suite.output), device, {"main": splits}, options.cache_dir,
+                         progress=Progress(note=note))
     reduced = suite.model_copy(update={"architectures": [entry], "views": []})
     return TuningSetup(reduced, entry, split, options.fold, len(splits), context, str(choice.root.resolve()),
                        table.synthetic, choice.fallback, budget)
@@ -272,7 +286,7 @@ class StudyPlan:
     """What a study is, checked before any data is read: objectives, budget, the suite entry, space and name."""
 
     objectives: list[str]
-    directions: list[str]
+    directions: list[Direction]
     budget: str
     entry: ArchitectureConfig
     space: SearchSpace
@@ -286,8 +300,6 @@ class StudyPlan:
 
 def plan_study(suite: Suite, options: TuneOptions) -> StudyPlan:
     """Check the command's choices against the suite (objectives, trials, budget, ``--arch``, search space)."""
-    from fbench.suite.tuned import space_for
-
     objectives = parse_objectives(options.objective)
     if options.trials is not None and options.trials < 1:
         raise FbenchError(f"--trials must be at least 1 (got {options.trials})")
@@ -332,9 +344,6 @@ def run_tune(suite: Suite, options: TuneOptions, note: Callable[[str], None] = l
     of the study has completed yet."""
     import optuna
 
-    from fbench.tracking import MlflowTracker, Tracker, environment_tags, git_commit, make_tracker
-    from fbench.tune.output import study_counts, write_outputs
-
     started = time.perf_counter()
     plan = plan_study(suite, options)
     objectives, directions, budget = plan.objectives, plan.directions, plan.budget
@@ -347,7 +356,7 @@ def run_tune(suite: Suite, options: TuneOptions, note: Callable[[str], None] = l
     setup = prepare_setup(suite, entry, options, budget, note)
     first = setup.cell({})
     setup.context.cache(first.input_size)  # decoded once, before the first trial's clock starts
-    pruner, pruner_note = make_pruner(options.pruner, multi, int(first.recipe["epochs"]))
+    pruner, pruner_note = make_pruner(options.pruner, multi, first.recipe.epochs)
     if pruner_note:
         notes.append(pruner_note)
         note(pruner_note)
@@ -364,7 +373,7 @@ def run_tune(suite: Suite, options: TuneOptions, note: Callable[[str], None] = l
     identity = {"suite": suite.name, "architecture": entry.name, "label": entry.base_label,
                 "dataset": f"{first.dataset}{' (synthetic)' if first.synthetic else ''}", "budget": budget,
                 "fold": options.fold, "objectives": objectives, "space": json.dumps(space.to_dict(), sort_keys=True),
-                "epochs": int(first.recipe["epochs"]), "train_images_cap": first.max_train_images,
+                "epochs": first.recipe.epochs, "train_images_cap": first.caps.max_train_images,
                 "suite_file": str(Path(suite.source).resolve()) if suite.source else None}
     _check_identity(study, identity, storage_text)
     if study.user_attrs.get("space") != identity["space"]:
@@ -384,7 +393,7 @@ def run_tune(suite: Suite, options: TuneOptions, note: Callable[[str], None] = l
     note(f"study {study_name!r} in {storage_text}: {before} trials so far; adding "
          f"{trials if trials is not None else 'as many as fit in'}"
          f"{'' if options.timeout is None else f' (timeout {options.timeout:g} s)'} "
-         f"trials of {first.recipe['epochs']} epochs on fold {options.fold} (budget {budget})"
+         f"trials of {first.recipe.epochs} epochs on fold {options.fold} (budget {budget})"
          + (f" as worker {worker.index}" if worker is not None else ""))
 
     enabled = suite.tracking.enabled if options.tracking is None else options.tracking
@@ -429,7 +438,7 @@ def run_tune(suite: Suite, options: TuneOptions, note: Callable[[str], None] = l
         out = options.out or Path("tune") / folder_name(study_name)
         best_path, report = write_outputs(study, out, suite=suite, entry=entry, space=space, objectives=objectives,
                                           storage=storage_text, budget=budget, fold=options.fold,
-                                          dataset=identity["dataset"], notes=notes, report=options.report)
+                                          dataset=str(identity["dataset"]), notes=notes, report=options.report)
         counts = study_counts(study)
         summary = {f"trials.{state}": float(n) for state, n in counts.items()}
         if best_path is not None and not multi:

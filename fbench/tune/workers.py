@@ -26,15 +26,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fbench.run import store
-from fbench.run.jobs import TrackingTarget, job_environment
-from fbench.run.executors import (DEFAULTS, POLL_SECONDS, GpuSlots, Resources, last_line, make_executor,
-                            resolve_resources, submit_local, visible_gpus)
-from fbench.suite.schema import Suite
 from fbench.errors import FbenchError
+from fbench.registry import load_plugins
+from fbench.run import store
+from fbench.run.executors import (
+    DEFAULTS,
+    POLL_SECONDS,
+    GpuSlots,
+    Resources,
+    last_line,
+    make_executor,
+    resolve_resources,
+    submit_local,
+    visible_gpus,
+)
+from fbench.run.jobs import job_environment
+from fbench.suite.schema import Suite
+from fbench.tracking import TrackingTarget, make_tracker
 from fbench.tune.objective import COMPLETE, FAILED, PRUNED, TrialOutcome
-from fbench.tune.study import (StudyPlan, TuneOptions, TuneResult, WorkerTag, fail_orphans, folder_name,
-                               plan_study, resolve_storage, storage_kind)
+from fbench.tune.output import study_counts, write_outputs
+from fbench.tune.study import (
+    StudyPlan,
+    TuneOptions,
+    TuneResult,
+    WorkerTag,
+    fail_orphans,
+    folder_name,
+    plan_study,
+    resolve_storage,
+    run_tune,
+    storage_kind,
+)
 
 EXECUTORS = tuple(DEFAULTS)  # slurm, local-jobs, debug
 JOBS_RECORD = "jobs.json"  # in the output folder: each worker's job id, logs and state
@@ -108,8 +130,6 @@ class TuneWorker:
         self.spec = spec
 
     def __call__(self, index: int) -> dict[str, Any]:
-        from fbench.registry import load_plugins
-        from fbench.tune.study import run_tune
 
         spec = self.spec
         os.chdir(spec.cwd)
@@ -152,8 +172,6 @@ def submit_tune(suite: Suite, options: TuneOptions, cluster: TuneCluster,
                 note: Callable[[str], None] = lambda text: None) -> TuneResult:
     """Run ``options.trials`` trials of the study as ``cluster.workers`` jobs, then (when waiting) write
     ``best.yaml``, the plots and the report from the study, as :func:`~fbench.tune.study.run_tune` does."""
-    from fbench.tracking import make_tracker
-    from fbench.tune.output import study_counts
 
     started = time.perf_counter()
     kind = cluster.executor
@@ -197,9 +215,7 @@ def submit_tune(suite: Suite, options: TuneOptions, cluster: TuneCluster,
              "executor": kind, "workers": cluster.workers},
             {"suite": suite.name, "study": plan.study_name, "architecture": plan.entry.name,
              "label": plan.entry.base_label, "invocation": invocation, "fbench.kind": "study"})
-        parent = None
-        if tracker.enabled and tracker.parent_run_id:
-            parent = TrackingTarget(str(tracker.uri), str(tracker.experiment_id), tracker.parent_run_id)
+        parent = TrackingTarget.of(tracker)
         spec = TuneJobSpec(suite, dataclasses.replace(options, storage=storage_text, out=out, cache_dir=cache_dir),
                            os.getcwd(), invocation, cluster.workers, list(cluster.plugins), parent)
         runs = _WorkerRuns(kind, make_executor(kind, out / "jobs", resources, f"fbench-tune-{out.name}"),
@@ -240,8 +256,6 @@ def _finish(suite: Suite, options: TuneOptions, plan: StudyPlan, storage_text: s
     """After the workers: fail the trials they left running, write the outputs, gather this invocation's trials.
     Returns ``(study, best.yaml, report files, this invocation's trials)``."""
     import optuna
-
-    from fbench.tune.output import write_outputs
 
     storage, _ = resolve_storage(storage_text)
     try:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from fbench.data.adapter import DatasetAdapter
 from fbench.data.table import REQUIRED_COLUMNS, LoadReport, SampleTable
@@ -150,8 +151,6 @@ def existing_files(root: Path, relative_paths: Sequence[str]) -> np.ndarray:
 
 
 def image_decodes(path: Path) -> bool:
-    from PIL import Image
-
     try:
         with Image.open(path) as image:
             image.verify()

@@ -20,8 +20,15 @@ import numpy as np
 import pandas as pd
 
 from fbench.data.adapter import OnError
-from fbench.data.adapters._common import (UNKNOWN_LABEL, BuiltinAdapter, Problems, drop_bad_images, finish,
-                                          make_frame, read_csv_strings)
+from fbench.data.adapters._common import (
+    UNKNOWN_LABEL,
+    BuiltinAdapter,
+    Problems,
+    drop_bad_images,
+    finish,
+    make_frame,
+    read_csv_strings,
+)
 from fbench.data.table import LABEL_INDEX, LANDMARK_COLUMNS, SampleTable
 from fbench.registry import register_dataset
 

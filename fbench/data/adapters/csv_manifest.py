@@ -15,8 +15,15 @@ import numpy as np
 import pandas as pd
 
 from fbench.data.adapter import OnError
-from fbench.data.adapters._common import (UNKNOWN_LABEL, BuiltinAdapter, Problems, drop_bad_images, finish,
-                                          make_frame, read_csv_strings)
+from fbench.data.adapters._common import (
+    UNKNOWN_LABEL,
+    BuiltinAdapter,
+    Problems,
+    drop_bad_images,
+    finish,
+    make_frame,
+    read_csv_strings,
+)
 from fbench.data.labels import accepted_names, find_label
 from fbench.data.table import LABEL_INDEX, SampleTable
 from fbench.errors import FbenchError

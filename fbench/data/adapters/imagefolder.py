@@ -14,8 +14,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from fbench.data.adapter import OnError
-from fbench.data.adapters._common import (UNKNOWN_LABEL, BuiltinAdapter, Problems, drop_bad_images, finish,
-                                          make_frame, relative_posix)
+from fbench.data.adapters._common import (
+    UNKNOWN_LABEL,
+    BuiltinAdapter,
+    Problems,
+    drop_bad_images,
+    finish,
+    make_frame,
+    relative_posix,
+)
 from fbench.data.images import IMAGE_SUFFIXES
 from fbench.data.labels import accepted_names, find_label
 from fbench.data.table import LABEL_INDEX, SampleTable

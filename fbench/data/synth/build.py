@@ -26,17 +26,21 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 import re
 import shutil
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import pandas as pd
 
+from fbench.data.synth.face import AU_NAMES, FaceModel, Scene, sample_identity_params, session_params
 from fbench.data.table import BOX_COLUMNS, KDEF_POSES, KDEF_YAW, LANDMARK_COLUMNS
 from fbench.errors import FbenchError
 
@@ -126,8 +130,6 @@ class Identity:
 
 def make_identity(seed: int, sex: str, number: int, session: int = 0) -> Identity:
     """The person ``sex`` + ``number`` (e.g. "F", 1) of the set drawn with ``seed``, as seen in ``session``."""
-    from fbench.data.synth.face import sample_identity_params, session_params
-
     if sex not in SEXES:
         raise FbenchError(f"synthetic identity: sex must be 'F' or 'M', got {sex!r}")
     key = SEXES.index(sex) * 1000 + number
@@ -167,10 +169,13 @@ def _colour_temperature(kelvin: float) -> np.ndarray:
     return rgb / rgb.max()
 
 
+def _rgb(values: np.ndarray) -> tuple[float, float, float]:
+    red, green, blue = (float(v) for v in values)
+    return red, green, blue
+
+
 def sample_nuisance(rng: np.random.Generator, expression: str, pose: str) -> Nuisance:
     """Draw the nuisance of one image."""
-    from fbench.data.synth.face import AU_NAMES
-
     if expression not in EXPRESSION_AUS:
         raise FbenchError(f"synthetic image: unknown expression {expression!r}; choose from {list(KDEF_EXPRESSIONS)}")
     if pose not in KDEF_YAW:
@@ -181,7 +186,7 @@ def sample_nuisance(rng: np.random.Generator, expression: str, pose: str) -> Nui
     light = (math.sin(az) * math.cos(el), math.sin(el), math.cos(az) * math.cos(el))
     grey = u(0.38, 0.82)
     tint = rng.normal(0, 0.03, size=3)
-    background = tuple(float(v) for v in np.clip(grey * (1 + tint), 0.05, 1))
+    background = _rgb(np.clip(grey * (1 + tint), 0.05, 1))
     # Expression intensity in 0.35..1, weighted toward the stronger end (KDEF's actors were asked to pose clearly).
     intensity = 0.0 if expression == "NE" else float(0.35 + 0.65 * math.sqrt(u()))
     n_au = len(AU_NAMES)
@@ -194,7 +199,7 @@ def sample_nuisance(rng: np.random.Generator, expression: str, pose: str) -> Nui
         scale=float(u(0.92, 1.08)),
         shift=(float(u(-0.04, 0.04)), float(u(-0.03, 0.03))),
         light=light,
-        light_colour=tuple(float(v) for v in _colour_temperature(u(3500, 8000))),
+        light_colour=_rgb(_colour_temperature(u(3500, 8000))),
         ambient=float(u(0.25, 0.45)),
         diffuse=float(u(0.5, 0.8)),
         background=background,
@@ -219,8 +224,6 @@ def image_rng(seed: int, sex: str, number: int, session: int, expression: str, p
 def expression_aus(identity: Identity, expression: str, nuisance: Nuisance) -> np.ndarray:
     """AU intensities of one image, ordered as ``synth_face.AU_NAMES``: the person's resting bias, the
     expression's AUs at the image's intensity, and stray activity."""
-    from fbench.data.synth.face import AU_NAMES
-
     recipe = EXPRESSION_AUS[expression]
     weights = np.array([recipe.get(au, 0.0) for au in AU_NAMES])
     a = np.asarray(identity.params["bias"]) + nuisance.intensity * weights * np.asarray(nuisance.au_gain) \
@@ -243,9 +246,7 @@ def _base_scale(size: tuple[int, int]) -> float:
 
 
 @lru_cache(maxsize=4)
-def _model(identity: Identity, size: tuple[int, int]):
-    from fbench.data.synth.face import FaceModel
-
+def _model(identity: Identity, size: tuple[int, int]) -> FaceModel:
     scale = _base_scale(size)
     spacing = float(np.clip(2.9 / scale, 2.2, 5.0))
     texel = float(np.clip(0.8 / scale, 0.5, 3.0))
@@ -257,8 +258,6 @@ def render_face(identity: Identity, expression: str, pose: str, nuisance: Nuisan
     """Render ``identity`` showing ``expression`` (KDEF code) at ``pose`` (KDEF code) under ``nuisance``, at
     ``size`` (height, width). The pose's yaw comes from ``nuisance.yaw``; ``pose`` is checked against it."""
     import cv2
-
-    from fbench.data.synth.face import Scene
 
     if pose not in KDEF_YAW:
         raise FbenchError(f"synthetic image: unknown pose {pose!r}; choose from {list(KDEF_POSES)}")
@@ -348,11 +347,9 @@ def _tasks(config: SynthConfig, out: str | None) -> list[tuple]:
             for session in range(config.sessions) for sex, number in config.subjects()]
 
 
-def render_arrays(config: SynthConfig, workers: int | None = 1):
+def render_arrays(config: SynthConfig, workers: int | None = 1) -> tuple[np.ndarray, pd.DataFrame]:
     """Render ``config``'s set in memory, writing nothing: (images N x H x W x 3 uint8, manifest DataFrame), rows
     in manifest (path) order. Meant for small sets (tests, quick experiments): the default set takes 1.2 GB."""
-    import pandas as pd
-
     rows: list[dict[str, Any]] = []
     images: list[np.ndarray] = []
     for chunk_rows, chunk_images in _run(_tasks(config, None), _workers(workers)):
@@ -403,14 +400,13 @@ def _marker(config: SynthConfig, count: int | None) -> dict[str, Any]:
 
 
 def build_synthetic_kdef(out: Path, config: SynthConfig | None = None, workers: int | None = None,
-                         progress: Callable[[int, int], None] | None = None, overwrite: bool = False):
+                         progress: Callable[[int, int], None] | None = None, overwrite: bool = False
+                         ) -> pd.DataFrame:
     """Render the synthetic set into ``out`` in KDEF's layout and return the manifest (a pandas DataFrame).
 
     ``workers``: processes (default ``os.cpu_count()``; 1 renders in this process). ``progress(done, total)`` is
     called after each person-session. Refuses a non-empty folder that is not an earlier synthetic build unless
     ``overwrite`` (which then writes over same-named files and leaves the rest)."""
-    import pandas as pd
-
     config = config or SynthConfig()
     out = Path(out)
     _prepare(out, overwrite)
@@ -435,16 +431,12 @@ def _run(tasks: list[tuple], workers: int) -> Iterable[tuple[list[dict[str, Any]
         for task in tasks:
             yield _task(*task)
         return
-    import multiprocessing
-
     context = multiprocessing.get_context("spawn")
     # One thread per worker process for every native library: the workers are the parallelism.
     saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
     os.environ.update({name: "1" for name in _THREAD_VARIABLES})
     # concurrent.futures, not multiprocessing.Pool: a worker that cannot start (a missing library) raises
     # BrokenProcessPool here instead of being respawned forever.
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
     try:
         pool = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context, initializer=_init_worker)
     finally:
@@ -468,10 +460,8 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
-def read_manifest(root: Path):
+def read_manifest(root: Path) -> pd.DataFrame:
     """The manifest of a synthetic build (a pandas DataFrame), with a clear error when ``root`` is not one."""
-    import pandas as pd
-
     root = Path(root)
     if not (root / MARKER).is_file() or not (root / MANIFEST).is_file():
         raise FbenchError(f"{str(root)!r} is not a synthetic build (no {MARKER} / {MANIFEST}); "

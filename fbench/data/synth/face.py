@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.interpolate import PchipInterpolator
 
-from fbench.data.synth.raster import grid_normals, grid_triangles
+from fbench.data.synth.raster import grid_normals, grid_triangles, rasterize
 
 # Action units with a geometric field; AU5 and AU7 act on the eyelid curves only (AU6 on both).
 AU_NAMES = ("AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9", "AU12", "AU15", "AU16", "AU20", "AU23", "AU26")
@@ -45,7 +46,7 @@ _SHIRT_COLOURS = ((0.45, 0.46, 0.48), (0.30, 0.32, 0.36), (0.55, 0.55, 0.52), (0
 
 
 # ----------------------------------------------------------------------------------------------- small helpers
-def _smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
+def _smoothstep(e0: float | np.ndarray, e1: float | np.ndarray, x: np.ndarray) -> np.ndarray:
     t = np.clip((x - e0) / (e1 - e0), 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
 
@@ -72,9 +73,7 @@ def _lattice_noise(rng: np.random.Generator, shape: tuple[int, int], cells: floa
     return (fine - fine.mean()) / max(float(fine.std()), 1e-6)
 
 
-def _pchip(xs: list[float], ys: list[float]):
-    from scipy.interpolate import PchipInterpolator
-
+def _pchip(xs: list[float], ys: list[float]) -> PchipInterpolator:
     order = np.argsort(xs)
     return PchipInterpolator(np.asarray(xs, dtype=float)[order], np.asarray(ys, dtype=float)[order],
                              extrapolate=True)
@@ -519,10 +518,9 @@ class FaceModel:
             xx = np.linspace(-xw, xw, max(4, int(2 * xw / step)))
             yy = np.linspace(y1, y0, max(4, int((y1 - y0) / step)))
             X, Y = np.meshgrid(xx, yy)
-            if name == "cavity":  # a bowl: deep in the middle, its walls coming forward to the mouth corners
-                Z = z_lip + zoff + X ** 2 / 22.0
-            else:  # the dental arch
-                Z = z_lip + zoff - X ** 2 / 40.0
+            # The cavity is a bowl (deep in the middle, its walls coming forward to the mouth corners); the teeth
+            # follow the dental arch.
+            Z = z_lip + zoff + X ** 2 / 22.0 if name == "cavity" else z_lip + zoff - X ** 2 / 40.0
             surface = self.shape.front_z(X, Y) + _relief(self.p, L, X, Y)
             Z = np.minimum(Z, surface - 4.0)
             rest = np.stack([X, Y, Z], axis=-1)
@@ -818,8 +816,6 @@ class FaceModel:
 
         Returns the image (H x W x 3 float32, 0..1, before camera noise), landmarks (6 x 2 pixels, ordered as
         ``LANDMARK_NAMES``) and the visible face box (x0, y0, x1, y1; NaN when no face pixel is visible)."""
-        from fbench.data.synth.raster import rasterize
-
         a = np.asarray(aus, dtype=float)
         geo = a[[AU_NAMES.index(au) for au in GEOMETRIC_AUS]]
         verts = self.rest + _combine(geo, self.fields)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+
 @dataclass
 class Fragments:
     """The visible surface: for each covered pixel (flat index ``pixel``), its triangle and barycentric weights."""
@@ -122,11 +123,11 @@ def _empty(height: int, width: int) -> Fragments:
 def grid_triangles(rows: int, cols: int, skip: np.ndarray | None = None) -> np.ndarray:
     """Triangles of a rows x cols vertex grid (vertex ``r * cols + c``), two per quad, wound counter-clockwise when
     rows run down and columns run right as seen from outside. ``skip`` (rows-1 x cols-1 bool) drops quads."""
-    r, c = np.meshgrid(np.arange(rows - 1), np.arange(cols - 1), indexing="ij")
+    rows_2d, cols_2d = np.meshgrid(np.arange(rows - 1), np.arange(cols - 1), indexing="ij")
     if skip is not None:
-        r, c = r[~skip], c[~skip]
+        r, c = rows_2d[~skip], cols_2d[~skip]
     else:
-        r, c = r.ravel(), c.ravel()
+        r, c = rows_2d.ravel(), cols_2d.ravel()
     a = r * cols + c
     b = a + 1
     d = a + cols

@@ -1,0 +1,173 @@
+"""The flow, composed: prepare -> execute -> score -> report -> track.
+
+:func:`run_suite` is what ``fbench run`` and a notebook call::
+
+    import fbench
+    run = fbench.run_suite(fbench.load_suite("multiview"), budget="smoke")
+
+Keyword arguments change fields of :class:`~fbench.run.context.RunOptions` (``budget``, ``device``,
+``tracking``, ``executor``, ...), the command line's choices.
+
+Each stage lives in its own package (:mod:`fbench.run` trains cells and never imports reports or tracking,
+:mod:`fbench.score` turns stored predictions into leaderboards, :mod:`fbench.report` writes documents,
+:mod:`fbench.tracking` logs to MLflow); this module only wires them together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fbench.engine.devices import resolve_device
+from fbench.errors import FbenchError, did_you_mean
+from fbench.profile import profile_architecture
+from fbench.report.document import report_folder, write_report
+from fbench.report.suite import write_suite_report
+from fbench.report.tables import ReportData
+from fbench.run import store
+from fbench.run.cell import CellOutcome
+from fbench.run.cells import Cell
+from fbench.run.context import DatasetChoice, Prepared, Progress, RunOptions, prepare
+from fbench.run.provenance import environment_tags, git_commit
+from fbench.run.suite import execute, stored_outcomes
+from fbench.score.leaderboard import Leaderboard, build_leaderboards, collect_predictions
+from fbench.score.metrics import condition_metrics
+from fbench.suite.schema import Suite
+from fbench.tracking import CellJobLogger, TrackingTarget, log_cell, make_tracker
+
+
+@dataclass
+class SuiteRun:
+    suite: Suite
+    dataset: DatasetChoice
+    cells: list[Cell]
+    outcomes: list[CellOutcome]
+    leaderboards: list[Leaderboard]
+    budget: str
+    num_classes: int
+    report: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def failures(self) -> list[CellOutcome]:
+        return [o for o in self.outcomes if o.status == store.FAILED]
+
+
+def run_options(options: RunOptions | None, changes: dict[str, Any]) -> RunOptions:
+    """``options`` (default: the defaults) with ``changes`` to its fields; an unknown field is an FbenchError."""
+    fields = [f.name for f in dataclasses.fields(RunOptions)]
+    for name in changes:
+        if name not in fields:
+            raise FbenchError(f"RunOptions has no field {name!r}{did_you_mean(name, fields)}; fields: "
+                              f"{', '.join(fields)}")
+    return dataclasses.replace(options or RunOptions(), **changes)
+
+
+def run_suite(suite: Suite, options: RunOptions | None = None, progress: Progress | None = None,
+              **changes: Any) -> SuiteRun:
+    """Run every cell of ``suite`` (reusing finished ones), then build its leaderboards and report, logging the
+    suite and each cell to MLflow when tracking is on. ``changes`` change fields of ``options``."""
+    options = run_options(options, changes)
+    progress = progress or Progress()
+    prepared = prepare(suite, options, progress)
+    device = resolve_device(options.device or suite.device)
+    enabled = suite.tracking.enabled if options.tracking is None else options.tracking
+    tracker = make_tracker(enabled, options.tracking_uri or suite.tracking.resolved_uri())
+    tags = {"suite": suite.name, "dataset": prepared.choice.name, "synthetic": str(prepared.table.synthetic).lower(),
+            "budget": prepared.budget, "git_commit": git_commit() or "unknown", **environment_tags()}
+    with tracker:
+        tracker.start_suite(suite.experiment, f"{suite.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                            {"suite": suite.to_dict(), "budget": prepared.budget, "cells": len(prepared.cells)}, tags)
+
+        def done(outcome: CellOutcome) -> None:
+            if not outcome.reused and not outcome.logged:
+                log_cell(tracker, outcome, tags)
+
+        target = TrackingTarget.of(tracker)
+        job_logger = CellJobLogger(target, tags) if target is not None else None
+        outcomes = execute(suite, prepared, options, progress, device, done, job_logger)
+        run = score_and_report(suite, prepared, outcomes, options, str(device))
+        tracker.log_suite_metrics(suite_metrics(run.leaderboards))
+        if run.report:
+            tracker.log_suite_artifacts(list(run.report.values()))
+    return run
+
+
+def rescore_suite(suite: Suite, options: RunOptions | None = None, rewrite_metrics: bool = False,
+                  progress: Progress | None = None, **changes: Any) -> SuiteRun:
+    """The leaderboard (and, with ``rewrite_metrics``, every cell's metrics) from stored predictions only."""
+    options = run_options(options, changes)
+    progress = progress or Progress()
+    prepared = prepare(suite, options, progress)
+    outcomes, missing = stored_outcomes(suite, prepared)
+    if rewrite_metrics:
+        for outcome in outcomes:
+            if outcome.status == store.COMPLETE:
+                predictions = store.read_predictions(outcome.folder / store.PREDICTIONS)
+                metrics = condition_metrics(predictions, prepared.table.num_classes, prepared.table.label_names)
+                store.write_json(outcome.folder / store.METRICS, metrics.to_dict(orient="records"))
+    if missing:
+        progress.note(f"{missing} of {len(prepared.cells)} cells have no results yet; `fbench run` trains them")
+    if not outcomes:
+        raise FbenchError(f"suite {suite.name!r} has no stored results in {suite.output}; run it first with "
+                          f"`fbench run {suite.source or 'SUITE'}`")
+    return score_and_report(suite, prepared, outcomes, options, "stored results")
+
+
+def score_and_report(suite: Suite, prepared: Prepared, outcomes: list[CellOutcome], options: RunOptions,
+                     device: str) -> SuiteRun:
+    """Leaderboards from the complete cells' stored predictions, and the report when ``options`` asks for one."""
+    complete = [(o.cell, o.folder) for o in outcomes if o.status == store.COMPLETE]
+    table = prepared.table
+    leaderboards = build_leaderboards(collect_predictions(complete), table.num_classes, table.label_names)
+    run = SuiteRun(suite, prepared.choice, prepared.cells, outcomes, leaderboards, prepared.budget,
+                   table.num_classes)
+    if options.write_report and leaderboards:
+        run.report = write_suite_report(run, device)
+    return run
+
+
+def suite_metrics(leaderboards: list[Leaderboard]) -> dict[str, float]:
+    """The parent run's metrics: every architecture's mean accuracy per view and condition."""
+    metrics = {}
+    for board in leaderboards:
+        for _, row in board.aggregate.iterrows():
+            metrics[f"{board.view}.{row['label']}.{row['condition']}.accuracy"] = float(row["accuracy_mean"])
+    return metrics
+
+
+@dataclass
+class EfficiencyRun:
+    suite: Suite
+    profiles: pd.DataFrame  # label, architecture, input, params, macs, macs_torch, latency_ms, throughput
+    device: str
+    report: dict[str, Path] = field(default_factory=dict)
+
+
+def run_efficiency(suite: Suite, options: RunOptions | None = None, progress: Progress | None = None,
+                   **changes: Any) -> EfficiencyRun:
+    """Profile every architecture x variant of an ``efficiency_only`` suite; nothing is trained."""
+    options = run_options(options, changes)
+    progress = progress or Progress()
+    device = resolve_device(options.device or suite.device)
+    entries = suite.architecture_entries()
+    progress.start_suite(len(entries), 0)
+    rows: list[dict[str, Any]] = []
+    for entry in entries:
+        progress.note(f"profiling {entry.label}")
+        profile = profile_architecture(entry.name, entry.options, input_size=entry.input_size, device=str(device))
+        rows.append({"label": entry.label, "architecture": entry.name,
+                     "input": "x".join(map(str, profile.input_size)), "params": profile.params,
+                     "macs": profile.macs, "macs_torch": profile.macs_torch, "latency_ms": profile.latency_ms,
+                     "throughput": profile.throughput, "throughput_batch_size": profile.throughput_batch_size})
+    run = EfficiencyRun(suite, pd.DataFrame(rows), str(device))
+    if options.write_report:
+        data = ReportData(suite=suite.name, title=f"{suite.name}: {suite.description or 'efficiency'}",
+                          leaderboard=pd.DataFrame(), efficiency=run.profiles,
+                          provenance={"device": str(device), "suite file": suite.source or "(built in Python)"})
+        run.report = write_report(report_folder(Path(suite.reports), suite.name), data)
+    return run

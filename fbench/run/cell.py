@@ -1,0 +1,153 @@
+"""One cell: train its model, predict its test part under every condition, and write its folder.
+
+:func:`run_cell` reuses a cell whose folder holds a result; otherwise it trains the cell on its inputs
+(:mod:`fbench.run.inputs`), predicts the test part clean and under each perturbation, scores the predictions and
+writes the folder (:mod:`fbench.run.store`), ``result.json`` last. A NaN loss makes the cell ``failed`` with its
+reason; the suite goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from fbench.contract import ArchitectureSpec
+from fbench.data.table import SampleTable
+from fbench.engine import NonFiniteLossError, TrainSettings, predict_logits, predictions_frame, train_model
+from fbench.engine.loop import EpochCallback
+from fbench.registry import get_architecture
+from fbench.run import store
+from fbench.run.cells import Cell
+from fbench.run.context import RunContext, has_subset
+from fbench.run.inputs import TestData, cell_inputs
+from fbench.run.provenance import environment_tags
+from fbench.score.metrics import condition_metrics
+from fbench.suite.conditions import CLEAN, is_clean, subset_column
+
+
+@dataclass
+class CellOutcome:
+    cell: Cell
+    folder: Path
+    status: str  # complete | failed
+    reused: bool
+    reason: str = ""
+    seconds: float = 0.0
+    logged: bool = False  # a cluster job already logged the cell to MLflow
+
+
+def cell_spec(cell: Cell) -> ArchitectureSpec:
+    """The architecture's spec for the cell's options, at the cell's input size."""
+    return get_architecture(cell.architecture).resolve_spec(cell.options).with_input(image_size=cell.input_size[1:])
+
+
+def build_model(cell: Cell, num_classes: int) -> nn.Module:
+    """The cell's model, initialised from its seed."""
+    torch.manual_seed(cell.seed)
+    return get_architecture(cell.architecture).build(num_classes, **cell.options)
+
+
+def train_settings(cell: Cell, device: torch.device, checkpoint_path: Path | None = None,
+                   on_epoch: EpochCallback | None = None) -> TrainSettings:
+    """How the engine trains the cell: its recipe, spec, seed and engine settings."""
+    return TrainSettings(cell.recipe, cell_spec(cell), device=device, seed=cell.seed,
+                         checkpoint_path=checkpoint_path, on_epoch=on_epoch, **cell.engine.model_dump())
+
+
+def reused_outcome(cell: Cell, folder: Path, retry_failed: bool) -> CellOutcome | None:
+    """The outcome of a cell whose folder already holds a result (a failed one only without ``retry_failed``)."""
+    previous = store.finished_result(folder)
+    if previous is not None and (previous["status"] == store.COMPLETE or not retry_failed):
+        return CellOutcome(cell, folder, previous["status"], reused=True, reason=previous.get("reason", ""))
+    return None
+
+
+def run_cell(cell: Cell, context: RunContext) -> CellOutcome:
+    """Train and evaluate one cell, or reuse it when its folder holds a result."""
+    folder = context.folder(cell)
+    reused = reused_outcome(cell, folder, context.retry_failed)
+    if reused is not None:
+        return reused
+    started = time.perf_counter()
+    store.write_json(folder / store.CONFIG, cell.to_dict())
+    split = context.splits[cell.view][cell.fold]
+    split.save(folder / store.SPLIT)
+    try:
+        predictions, history, images = train_and_predict(cell, context, folder)
+    except NonFiniteLossError as error:
+        outcome = CellOutcome(cell, folder, store.FAILED, reused=False, reason=str(error),
+                              seconds=time.perf_counter() - started)
+        store.write_json(folder / store.RESULT, result_record(outcome, context.device))
+        return outcome
+    metrics = condition_metrics(predictions, context.table.num_classes, context.table.label_names)
+    store.write_predictions(folder / store.PREDICTIONS, predictions)
+    store.write_json(folder / store.HISTORY, history)
+    store.write_json(folder / store.METRICS, metrics.to_dict(orient="records"))
+    outcome = CellOutcome(cell, folder, store.COMPLETE, reused=False, seconds=time.perf_counter() - started)
+    store.write_json(folder / store.RESULT, {**result_record(outcome, context.device), "images": images})
+    return outcome
+
+
+def train_and_predict(cell: Cell, context: RunContext, folder: Path
+                      ) -> tuple[pd.DataFrame, list[dict[str, Any]], dict[str, int]]:
+    """Train the cell, then predict its test part under every condition: (predictions, history, image counts
+    of the train, val and test parts)."""
+    table = context.table
+    cached = context.cache(cell.input_size)
+    inputs = cell_inputs(cell, context.splits[cell.view][cell.fold], table, cached, context.device)
+    assert inputs.test is not None
+    model = build_model(cell, table.num_classes)
+    context.progress.start_cell(cell, cell.recipe.epochs)
+    settings = train_settings(cell, context.device, folder / store.CHECKPOINT, context.progress.epoch)
+    result = train_model(model, inputs.train, inputs.val, settings)
+    clean, *perturbed = predict_conditions(model, cell, inputs.test, context.device, (CLEAN, *cell.perturbations))
+    parts = [clean, *perturbed, *subset_predictions(cell, clean, table)]
+    return pd.concat(parts, ignore_index=True), result.history, inputs.sizes()
+
+
+def predict_conditions(model: nn.Module, cell: Cell, test: TestData, device: torch.device | str,
+                       conditions: tuple[str, ...], batch_size: int | None = None) -> list[pd.DataFrame]:
+    """The per-sample predictions of ``model`` on ``test``, one frame per condition, in order."""
+    spec = cell_spec(cell)
+    frames = []
+    for condition in conditions:
+        logits = predict_logits(model, test.images, spec, device=device,
+                                batch_size=batch_size or cell.engine.eval_batch_size, amp=cell.engine.amp,
+                                channels_last=cell.engine.channels_last,
+                                condition=None if is_clean(condition) else condition, landmarks=test.landmarks,
+                                sample_ids=test.sample_ids, poses=test.poses, seed=cell.seed)
+        frames.append(predictions_frame(logits, test.labels, test.sample_ids, condition, poses=test.poses,
+                                        subjects=test.subjects))
+    return frames
+
+
+def subset_predictions(cell: Cell, clean: pd.DataFrame, table: SampleTable) -> list[pd.DataFrame]:
+    """For each ``subset:NAME`` condition, the clean predictions of the test samples tagged ``cond_NAME``
+    (none where the dataset tags no sample: ``prepare`` says so)."""
+    parts = []
+    for condition in cell.subsets:
+        if not has_subset(table, condition):
+            continue
+        column = subset_column(condition)
+        tagged = set(table.frame.loc[table.frame[column].astype(bool), "sample_id"])
+        rows = clean[clean["sample_id"].isin(tagged)]
+        parts.append(rows.assign(condition=condition))
+    return parts
+
+
+def result_record(outcome: CellOutcome, device: torch.device | str) -> dict[str, Any]:
+    """What ``result.json`` holds besides the image counts: status, timing, where and with what it ran."""
+    return {
+        "status": outcome.status, "reason": outcome.reason, "seconds": round(outcome.seconds, 3),
+        "cell": outcome.cell.name, "key": outcome.cell.key, "device": str(device),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "environment": environment_tags(),
+        "machine": platform.node(), "pid": os.getpid(),
+    }
