@@ -19,7 +19,6 @@ import hashlib
 import inspect
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from fbench.data.files import write_atomic
 from fbench.data.table import SampleTable
 from fbench.errors import FbenchError, UnknownNameError, close_matches
 
@@ -171,18 +171,8 @@ class Split:
         return split
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the split as JSON, atomically (a temporary file in the same folder, then ``os.replace``)."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(self.to_json())
-            os.replace(temp, target)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-        return target
+        """Write the split as JSON, atomically."""
+        return write_atomic(path, self.to_json().encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Split:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from fbench.data.files import write_atomic
 from fbench.errors import FbenchError
 
 
@@ -18,19 +19,10 @@ def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_state(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Write ``model``'s state dict to ``path`` through a temporary file in the same folder and
-    ``os.replace``, so a crash never leaves a half-written checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(cpu_state(model), stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``model``'s state dict to ``path`` atomically: a crash never leaves a half-written checkpoint."""
+    buffer = io.BytesIO()
+    torch.save(cpu_state(model), buffer)
+    return write_atomic(path, buffer.getvalue())
 
 
 def load_state(model: nn.Module, path: str | os.PathLike) -> nn.Module:

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from fbench.data.files import write_atomic
 from fbench.errors import FbenchError
 from fbench.report.plots import DPI, PLOT_FILES, PLOT_TITLES, PLOTS
 from fbench.report.tables import SUMMARY_COLUMNS, ReportData, comparisons_table, leaderboard_table, significance_marks
-from fbench.run.store import write_atomic
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

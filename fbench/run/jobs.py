@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fbench.data.files import write_atomic
 from fbench.engine import distributed
 from fbench.engine.devices import resolve_device
 from fbench.errors import FbenchError
@@ -186,7 +187,7 @@ def _torchrun_cell(cell: Cell, spec: JobSpec, context: RunContext, processes: in
         (folder / store.RESULT).unlink(missing_ok=True)  # the ranks' resume check must not see the old failure
     folder.mkdir(parents=True, exist_ok=True)
     spec_path = folder / ".torchrun-spec.pkl"
-    store.write_atomic(spec_path, cloudpickle.dumps(spec))
+    write_atomic(spec_path, cloudpickle.dumps(spec))
     log_path = folder / "torchrun.log"
     started = time.perf_counter()
     env = dict(os.environ, PYTHONUNBUFFERED="1")

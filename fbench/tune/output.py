@@ -17,8 +17,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from fbench.data.files import write_atomic
 from fbench.report.document import SYNTHETIC_BANNER, Block, html_document, markdown_document, png_bytes
-from fbench.run.store import write_atomic
 from fbench.suite.schema import ArchitectureConfig, Suite
 from fbench.suite.search import SearchSpace
 from fbench.suite.tuned import TUNED_FORMAT

@@ -18,7 +18,7 @@ from fbench.suite.load import load_suite
 
 pytest.importorskip("submitit")
 
-SMOKE = Path(__file__).resolve().parents[1] / "suites" / "smoke.yaml"
+SMOKE = Path(__file__).resolve().parents[2] / "suites" / "smoke.yaml"
 
 
 @pytest.fixture(scope="module")

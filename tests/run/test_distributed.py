@@ -16,7 +16,7 @@ from fbench.engine.distributed import ParallelPlan
 from fbench.run import store
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
-SMOKE = Path(__file__).resolve().parents[1] / "suites" / "smoke.yaml"
+SMOKE = Path(__file__).resolve().parents[2] / "suites" / "smoke.yaml"
 
 
 def torchrun(*arguments: str, processes: int = 2, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -16,7 +16,7 @@ from fbench.run import store
 from fbench.run.context import Progress, RunOptions, prepare
 from fbench.suite.load import load_suite
 
-SMOKE = Path(__file__).resolve().parents[1] / "suites" / "smoke.yaml"
+SMOKE = Path(__file__).resolve().parents[2] / "suites" / "smoke.yaml"
 
 
 def smoke_suite(tmp_path: Path, *overrides: str):
@@ -140,7 +140,7 @@ def test_kill_9_midway_then_rerun_finishes(tmp_path, tiny_kdef):
 def test_every_suite_file_validates():
     from fbench.suite.load import validate_suite_file
 
-    suites = sorted((Path(__file__).resolve().parents[1] / "suites").glob("*.yaml"))
+    suites = sorted((Path(__file__).resolve().parents[2] / "suites").glob("*.yaml"))
     assert suites
     for path in suites:
         assert validate_suite_file(path) == [], path
