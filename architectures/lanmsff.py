@@ -326,8 +326,11 @@ LANMSFF_SPEC = ArchitectureSpec(
         eps=1e-7,
         weight_decay=0.0,
         # Keras's patience=9 cuts the rate after 9 epochs without improvement; torch's ReduceLROnPlateau
-        # (whose parameters the contract uses) cuts after patience + 1, hence 8.
-        schedule=Schedule("reduce_on_plateau", {"factor": 0.1, "patience": 8, "monitor": "val_loss"}),
+        # (whose parameters the contract uses) cuts after patience + 1, hence 8. An improvement is Keras's default
+        # min_delta=1e-4, which is absolute (val_loss < best - 1e-4); torch's default threshold is relative
+        # (val_loss < best * (1 - 1e-4)), hence threshold_mode="abs".
+        schedule=Schedule("reduce_on_plateau", {"factor": 0.1, "patience": 8, "threshold": 1e-4,
+                                                "threshold_mode": "abs", "monitor": "val_loss"}),
         epochs=100,
         batch_size=32,
         loss="cross_entropy",

@@ -8,7 +8,7 @@
   224 x 224 held as a pixel array (rendered synthetic faces, jittered), RAF-DB's official 12,271 / 3,068
   train / test split with 10% of train carved off for validation.
 
-Each cell goes through ``fbench.run.suite.run_cell`` (decoded-image cache, ``train_model``, per-sample predictions,
+Each cell goes through ``fbench.run.cell.run_cell`` (decoded-image cache, ``train_model``, per-sample predictions,
 metrics, the cell's folder) exactly as ``fbench run`` runs it, with tracking, leaderboard and report left out.
 Building the synthetic set and the decode cache is timed apart from the protocol.
 
@@ -153,7 +153,8 @@ def run_protocol(protocol: str, args: argparse.Namespace, device: torch.device, 
     suite = make_suite(protocol, args.folds, args.epochs, workdir, str(device), args.max_train_images)
     splits = split_table(table, suite.protocols())
     cells = expand_cells(suite, str(Path(table.root).resolve()), table.synthetic,
-                         {view: len(made) for view, made in splits.items()})
+                         {view: len(made) for view, made in splits.items()},
+                         dataset_fingerprint=table.fingerprint())
     epochs_seen: list[int] = []
     progress = Progress(epoch=lambda record: epochs_seen.append(int(record["epoch"])))
     context = RunContext(suite, table, Path(suite.output), device, splits, cache_dir=workdir / "cache",

@@ -19,6 +19,8 @@ import fbench
 from fbench.errors import FbenchError
 
 EXIT_BAD_INPUT = 2
+PARTIAL_HELP = ("rank architectures with missing, failed or corrupt cells against complete ones (default: they are "
+                "shown, marked incomplete, but not ranked)")
 
 
 def _common_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -144,6 +146,7 @@ def _suite_parsers(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                      help="bad dataset files: stop (default) or skip them with a report")
     run.add_argument("--no-report", action="store_true", help="skip the Markdown/HTML report")
+    run.add_argument("--partial", action="store_true", help=PARTIAL_HELP)
 
     validate = commands.add_parser("validate", help="check suite files without running them")
     _common_options(validate, suppress=True)
@@ -156,6 +159,7 @@ def _suite_parsers(commands: argparse._SubParsersAction) -> None:
         _suite_options(action)
         if name == "rescore":
             action.add_argument("--no-report", action="store_true", help="skip the report")
+        action.add_argument("--partial", action="store_true", help=PARTIAL_HELP)
 
     status = commands.add_parser("status", help="where each cell of a suite stands: pending, running, finished, "
                                                 "failed; job ids, logs, and the log tail of failed jobs")
@@ -465,7 +469,8 @@ def run_suite_command(args: argparse.Namespace) -> int:
     options = RunOptions(budget=args.budget, device=args.device, tracking=False if args.no_tracking else None,
                          tracking_uri=args.tracking_uri, executor=args.executor, retry_failed=args.retry_failed,
                          on_error=args.on_error, write_report=not args.no_report,
-                         resources=_cluster_resources(args), wait=not args.no_wait, plugins=list(args.plugin or []))
+                         resources=_cluster_resources(args), wait=not args.no_wait, plugins=list(args.plugin or []),
+                         partial=args.partial)
     with RichProgressBars(_console()) as progress:
         if suite.efficiency_only:
             efficiency = run_efficiency(suite, options, progress)
@@ -502,12 +507,13 @@ def run_validate(args: argparse.Namespace) -> int:
 def run_stored(args: argparse.Namespace) -> int:
     """leaderboard and rescore: everything from the cells' stored predictions; nothing is trained."""
     from fbench.pipeline import rescore_suite
-    from fbench.run.context import RunOptions
+    from fbench.run.context import Progress, RunOptions
 
     suite = _load_suite(args)
     options = RunOptions(budget=args.budget, tracking=False,
-                         write_report=args.command == "rescore" and not args.no_report)
-    run = rescore_suite(suite, options, rewrite_metrics=args.command == "rescore")
+                         write_report=args.command == "rescore" and not args.no_report, partial=args.partial)
+    run = rescore_suite(suite, options, rewrite_metrics=args.command == "rescore",
+                        progress=Progress(note=lambda text: _console().print(text, markup=False)))
     _print_run(run)
     return 0
 
@@ -520,6 +526,9 @@ def run_status(args: argparse.Namespace) -> int:
     notes: list[str] = []
     prepared = prepare(suite, RunOptions(budget=args.budget, tracking=False), Progress(note=notes.append))
     rows = suite_status(Path(suite.output), prepared.cells)
+    if prepared.choice.synthetic:
+        # stderr under --json, so that the JSON stays parseable
+        print(_synthetic_line(prepared.choice), file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps([{**row.__dict__, "folder": str(row.folder)} for row in rows], indent=2))
         return 0
@@ -540,6 +549,13 @@ def run_status(args: argparse.Namespace) -> int:
             console.print(f"[bold red]{row.name}[/]: last lines of {row.log}", markup=True)
             console.print(row.log_tail, markup=False, highlight=False)
     return 0
+
+
+def _synthetic_line(choice: Any) -> str:
+    if choice.fallback:
+        return (f"SYNTHETIC DATA: no dataset location was given, so this suite runs on the synthetic stand-in in "
+                f"{choice.root} (procedurally rendered faces, not a real dataset)")
+    return f"SYNTHETIC DATA: the dataset at {choice.root} (from {choice.origin}) is marked synthetic"
 
 
 def run_tune_command(args: argparse.Namespace) -> int:

@@ -8,7 +8,9 @@ where a variant is declared, typed and defaulted.
 
 The model maps a float batch ``N x C x H x W`` to logits ``N x num_classes``. A model trained with several
 heads implements ``training_loss(images, targets, criterion) -> (loss, logits)``; ``compute_loss`` calls it, so
-the engine has no special cases.
+the engine has no special cases. Likewise a model that changes its own state between epochs (SCAN-CCI's released
+loop keeps BatchNorm in eval mode after the first epoch) implements ``train_epoch_start(epoch)``, which the engine
+calls through ``start_training_epoch`` after putting the model in training mode at the start of each epoch.
 """
 
 from __future__ import annotations
@@ -106,6 +108,9 @@ class ArchitectureSpec:
     num_classes: int = 7
     paper: str = ""
     reference_code: str = ""
+    # Option name -> how a run departs from the paper's setting when that option is left unset (None), e.g.
+    # SCAN-CCI's backbone_weights: "trunk from scratch: not the paper's setting". Shown in the terminal and reports.
+    unset_option_notes: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         channels = self.input_size[0]
@@ -287,6 +292,12 @@ class Architecture:
             image_size=int(image_size) if image_size is not None else None,
         )
 
+    def setting_notes(self, options: Mapping[str, object] | None = None) -> list[str]:
+        """How a model built with ``options`` departs from its paper's setting: the spec's ``unset_option_notes``
+        of the options left unset (None)."""
+        resolved = self.resolve_options(options)
+        return [note for name, note in self.spec.unset_option_notes.items() if resolved.get(name) is None]
+
     def build(self, num_classes: int | None = None, **options: object) -> Any:
         """Build the model: ``num_classes`` defaults to the spec's label count."""
         resolved = self.resolve_options(options)
@@ -304,6 +315,20 @@ class HasTrainingLoss(Protocol):
 
     def training_loss(self, images: Any, targets: Any, criterion: Callable[[Any, Any], Any]
                       ) -> tuple[Any, Any]: ...
+
+
+@runtime_checkable
+class HasEpochStart(Protocol):
+    """A model that changes its own state at the start of each training epoch (e.g. which layers train)."""
+
+    def train_epoch_start(self, epoch: int) -> None: ...
+
+
+def start_training_epoch(model: Any, epoch: int) -> None:
+    """Call the model's ``train_epoch_start(epoch)`` hook, if it has one (``epoch`` counts from 1); the engine
+    calls this after ``model.train()`` at the start of every epoch."""
+    if isinstance(model, HasEpochStart):
+        model.train_epoch_start(epoch)
 
 
 def compute_loss(model: Any, images: Any, targets: Any, criterion: Callable[[Any, Any], Any]

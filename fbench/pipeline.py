@@ -35,10 +35,11 @@ from fbench.run.cells import Cell
 from fbench.run.context import DatasetChoice, Prepared, Progress, RunOptions, prepare
 from fbench.run.provenance import environment_tags, git_commit
 from fbench.run.suite import execute, stored_outcomes
+from fbench.score.completeness import Completeness, completeness
 from fbench.score.leaderboard import Leaderboard, build_leaderboards, collect_predictions
 from fbench.score.metrics import condition_metrics
 from fbench.suite.schema import Suite
-from fbench.tracking import CellJobLogger, TrackingTarget, log_cell, make_tracker
+from fbench.tracking import CellJobLogger, TrackingTarget, log_cell, make_tracker, selection_tags
 
 
 @dataclass
@@ -50,6 +51,7 @@ class SuiteRun:
     leaderboards: list[Leaderboard]
     budget: str
     num_classes: int
+    completeness: Completeness = field(default_factory=Completeness)
     report: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -78,7 +80,9 @@ def run_suite(suite: Suite, options: RunOptions | None = None, progress: Progres
     enabled = suite.tracking.enabled if options.tracking is None else options.tracking
     tracker = make_tracker(enabled, options.tracking_uri or suite.tracking.resolved_uri())
     tags = {"suite": suite.name, "dataset": prepared.choice.name, "synthetic": str(prepared.table.synthetic).lower(),
-            "budget": prepared.budget, "git_commit": git_commit() or "unknown", **environment_tags()}
+            "budget": prepared.budget, "git_commit": git_commit() or "unknown", **environment_tags(),
+            **selection_tags(suite.leaky_views(prepared.choice.fallback),
+                             [name for name, _ in suite.protocols(prepared.choice.fallback)])}
     with tracker:
         tracker.start_suite(suite.experiment, f"{suite.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
                             {"suite": suite.to_dict(), "budget": prepared.budget, "cells": len(prepared.cells)}, tags)
@@ -90,7 +94,7 @@ def run_suite(suite: Suite, options: RunOptions | None = None, progress: Progres
         target = TrackingTarget.of(tracker)
         job_logger = CellJobLogger(target, tags) if target is not None else None
         outcomes = execute(suite, prepared, options, progress, device, done, job_logger)
-        run = score_and_report(suite, prepared, outcomes, options, str(device))
+        run = score_and_report(suite, prepared, outcomes, options, str(device), progress)
         tracker.log_suite_metrics(suite_metrics(run.leaderboards))
         if run.report:
             tracker.log_suite_artifacts(list(run.report.values()))
@@ -103,7 +107,7 @@ def rescore_suite(suite: Suite, options: RunOptions | None = None, rewrite_metri
     options = run_options(options, changes)
     progress = progress or Progress()
     prepared = prepare(suite, options, progress)
-    outcomes, missing = stored_outcomes(suite, prepared)
+    outcomes, missing = stored_outcomes(suite, prepared, progress)
     if rewrite_metrics:
         for outcome in outcomes:
             if outcome.status == store.COMPLETE:
@@ -115,17 +119,32 @@ def rescore_suite(suite: Suite, options: RunOptions | None = None, rewrite_metri
     if not outcomes:
         raise FbenchError(f"suite {suite.name!r} has no stored results in {suite.output}; run it first with "
                           f"`fbench run {suite.source or 'SUITE'}`")
-    return score_and_report(suite, prepared, outcomes, options, "stored results")
+    return score_and_report(suite, prepared, outcomes, options, "stored results", progress)
 
 
 def score_and_report(suite: Suite, prepared: Prepared, outcomes: list[CellOutcome], options: RunOptions,
-                     device: str) -> SuiteRun:
-    """Leaderboards from the complete cells' stored predictions, and the report when ``options`` asks for one."""
+                     device: str, progress: Progress) -> SuiteRun:
+    """Leaderboards from the complete cells' stored predictions (a cell whose predictions cannot be read is named
+    and counted as corrupt), and the report when ``options`` asks for one."""
     complete = [(o.cell, o.folder) for o in outcomes if o.status == store.COMPLETE]
+    predictions, unreadable = collect_predictions(complete)
+    by_key = {o.cell.key: o for o in outcomes}
+    for cell, reason in unreadable:
+        progress.note(f"cell {cell.name} ({cell.key}) is corrupt: {reason}")
+        by_key[cell.key] = dataclasses.replace(by_key[cell.key], status=store.CORRUPT, reason=reason)
+    outcomes = [by_key[o.cell.key] for o in outcomes]
+    found = completeness(prepared.cells, by_key)
+    if found.gaps:
+        counts = ", ".join(f"{n} {state}" for state, n in found.state_counts().items())
+        ranked = ("ranked anyway (--partial)" if options.partial
+                  else "not ranked against complete ones (--partial ranks them)")
+        progress.note(f"incomplete suite: {counts} of {len(prepared.cells)} cells; architectures with cells short "
+                      f"are marked and {ranked}")
     table = prepared.table
-    leaderboards = build_leaderboards(collect_predictions(complete), table.num_classes, table.label_names)
+    leaderboards = build_leaderboards(predictions, table.num_classes, table.label_names, completeness=found,
+                                      partial=options.partial)
     run = SuiteRun(suite, prepared.choice, prepared.cells, outcomes, leaderboards, prepared.budget,
-                   table.num_classes)
+                   table.num_classes, found)
     if options.write_report and leaderboards:
         run.report = write_suite_report(run, device)
     return run

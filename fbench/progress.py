@@ -14,6 +14,7 @@ from rich.table import Table
 from fbench.report.tables import SUMMARY_COLUMNS, ReportData, format_macs, format_params, leaderboard_table
 from fbench.run.cell import CellOutcome
 from fbench.run.context import Progress
+from fbench.suite.schema import LEAKY_LABEL
 
 
 class RichProgressBars(Progress):
@@ -88,28 +89,41 @@ def print_leaderboards(console: Console, run: Any) -> None:
     """Each view's leaderboard as a table, failures under it, and the synthetic warning when it applies."""
     if run.dataset.synthetic:
         console.print("SYNTHETIC DATA: procedurally rendered faces, not a real dataset", style="bold yellow")
+    leaky_views = getattr(run.suite, "leaky_views", None)  # a Suite; stand-ins without it have no leaky view
+    leaky = leaky_views(getattr(run.dataset, "fallback", False)) if leaky_views is not None else []
     for board in run.leaderboards:
         data = ReportData(suite=run.suite.name, title=run.suite.name, leaderboard=board.aggregate,
-                          comparisons=board.comparisons)
+                          comparisons=board.comparisons, cells_per_architecture=board.cells,
+                          incomplete=board.incomplete, partial=board.partial)
         frame = leaderboard_table(data)
         title = f"{run.suite.name}: {board.view} ({run.budget} budget)"
+        if board.view in leaky:
+            title += f" — {LEAKY_LABEL}"
         summary = frame[[c for c in frame.columns if c in SUMMARY_COLUMNS]].rename(columns=SHORT_HEADERS)
         for column in ("bal. acc", "macro-F1"):  # means only here; the report has their spread
             if column in summary:
                 summary[column] = summary[column].map(lambda text: str(text).split(" ±")[0])
-        caption = "in %; clean acc: mean ± std over runs \\[bootstrap 95% CI]"
+        caption = "in %; clean acc: mean ± std over runs \\[hierarchical bootstrap 95% CI over runs and test images]"
         if getattr(run, "num_classes", None):
             caption += f"; chance: {100 / run.num_classes:.1f}"
         if "sig." in summary:
-            caption += "; sig.: paired test against ref (Holm)"
+            caption += "; sig.: paired test against ref on unique test images (Holm)"
+        if run.dataset.synthetic:
+            caption += "; SYNTHETIC DATA" + (" (stand-in: no dataset location was given)"
+                                             if getattr(run.dataset, "fallback", False) else "")
+        if board.view in leaky:
+            caption += f"; {LEAKY_LABEL} (the paper's own protocol): optimistic, not comparable with clean suites"
+        if board.incomplete:
+            caption += ("; INCOMPLETE: " + ", ".join(f"{label} {cells}" for label, cells in board.incomplete.items())
+                        + ("; ranked anyway (--partial)" if board.partial else "; not ranked (--partial ranks them)"))
         console.print(_table(title, summary, caption=caption))
         conditions = [c for c in frame.columns if c not in SUMMARY_COLUMNS]
         if conditions:
             # one row per condition, one column per architecture: stays narrow as conditions grow
             by_condition = frame.set_index("architecture")[conditions].T.reset_index(names="condition")
             console.print(_table(f"{board.view}: accuracy % (change from clean, points)", by_condition))
-    for outcome in run.failures:
-        console.print(f"FAILED {outcome.cell.name}: {outcome.reason}", style="red", markup=False)
+    for gap in run.completeness.gaps:
+        console.print(f"{gap.state.upper()} {gap.name} ({gap.key}): {gap.reason}", style="red", markup=False)
     if not run.leaderboards:
         console.print("no finished cells: nothing to rank yet")
 

@@ -38,6 +38,7 @@ from fbench.errors import FbenchError
 from fbench.run import store
 from fbench.run.cell import CellOutcome
 from fbench.run.provenance import environment_tags, git_commit
+from fbench.suite.schema import LEAKY_LABEL
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from mlflow import MlflowClient
@@ -457,6 +458,16 @@ def make_tracker(enabled: bool, uri: str | None = None) -> Tracker:
 # --------------------------------------------------------------------------------------------------- cells
 
 
+def selection_tags(leaky_views: Sequence[str], views: Sequence[str]) -> dict[str, str]:
+    """Tags that say where models were selected: ``leaky=true``, ``model_selection=test fold`` and the label
+    "leaky: model selection on the test fold" when any of ``views`` (of all ``views``) selects on the test fold."""
+    if not leaky_views:
+        return {"leaky": "false", "model_selection": "validation split"}
+    where = "test fold" if set(views) <= set(leaky_views) else f"test fold in {', '.join(leaky_views)}; " \
+                                                                 "validation split elsewhere"
+    return {"leaky": "true", "model_selection": where, "leaky_note": LEAKY_LABEL}
+
+
 def log_cell(tracker: Tracker, outcome: CellOutcome, suite_tags: Mapping[str, str]) -> None:
     """Log a finished cell as a child run: its config, history, metrics per condition, tags and files."""
     cell, folder = outcome.cell, outcome.folder
@@ -468,8 +479,10 @@ def log_cell(tracker: Tracker, outcome: CellOutcome, suite_tags: Mapping[str, st
                 value = row.get(name)
                 if value is not None:
                     metrics[f"{name}.{row['condition']}"] = float(value)
-    tags = {**suite_tags, "architecture": cell.architecture, "label": cell.label, "view": cell.view,
-            "fold": str(cell.fold), "seed": str(cell.seed), "status": outcome.status, "cell_key": cell.key}
+    suite_level = {k: v for k, v in suite_tags.items() if k != "leaky_note"}  # the cell's own selection tags win
+    tags = {**suite_level, "architecture": cell.architecture, "label": cell.label, "view": cell.view,
+            "fold": str(cell.fold), "seed": str(cell.seed), "status": outcome.status, "cell_key": cell.key,
+            **selection_tags([cell.view] if cell.leaky else [], [cell.view])}
     if outcome.reason:
         tags["failure"] = outcome.reason[:500]
     artifacts = [folder / name for name in (store.PREDICTIONS, store.METRICS, store.CONFIG)

@@ -10,6 +10,7 @@ import pandas as pd
 from rich.console import Console
 
 from fbench.progress import print_leaderboards
+from fbench.score.completeness import Completeness
 from fbench.score.leaderboard import build_leaderboards
 
 CONDITIONS = ["clean", "occlusion:kind=rectangle,severity=0.25", "occlusion:kind=eye_band,severity=0.5",
@@ -37,7 +38,7 @@ def predictions() -> pd.DataFrame:
 def test_leaderboard_fits_80_columns():
     boards = build_leaderboards(predictions(), 7, tuple(f"c{k}" for k in range(7)), n_resamples=200)
     run = SimpleNamespace(dataset=SimpleNamespace(synthetic=True), suite=SimpleNamespace(name="occ"),
-                          leaderboards=boards, budget="quick", failures=[])
+                          leaderboards=boards, budget="quick", completeness=Completeness())
     out = io.StringIO()
     print_leaderboards(Console(file=out, width=80, force_terminal=False), run)
     text = out.getvalue()

@@ -164,10 +164,29 @@ def load_cache(path: Path) -> CachedImages:
     )
 
 
+def cache_damage(folder: Path, shape: tuple[int, int, int, int]) -> str | None:
+    """What is wrong with a cache folder (a truncated or unreadable array, a shape or count that does not match
+    ``shape``), or None when it is sound. Reads the arrays' headers and sizes, not the pixels."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        images = np.load(folder / "images.npy", mmap_mode="r")
+        landmarks = np.load(folder / "landmarks.npy")
+        samples = pd.read_csv(folder / "samples.csv")
+    except (OSError, ValueError, EOFError, pd.errors.ParserError) as error:
+        return f"{type(error).__name__}: {error}"
+    if tuple(images.shape) != shape or images.dtype != np.uint8:
+        return f"images.npy holds {tuple(images.shape)} {images.dtype}, expected {shape} uint8"
+    if len(landmarks) != shape[0] or len(samples) != shape[0] or meta.get("count") != shape[0]:
+        return f"landmarks, samples or meta do not count {shape[0]} images"
+    return None
+
+
 def build_cache(table: SampleTable, size: tuple[int, int, int], crop: Crop | None = None,
                 cache_dir: Path | None = None, workers: int | None = None,
-                progress: Callable[[int, int], None] | None = None) -> CachedImages:
-    """The cache of ``table`` at ``size`` = (channels, height, width): loaded when present, else built.
+                progress: Callable[[int, int], None] | None = None,
+                note: Callable[[str], None] = lambda text: None) -> CachedImages:
+    """The cache of ``table`` at ``size`` = (channels, height, width): loaded when present and sound, else built
+    (a damaged cache is named through ``note`` and built again).
 
     Unreadable images are errors here: adapters report and skip bad files before a cache is built."""
     crop = resolve_crop(table, crop)
@@ -175,7 +194,11 @@ def build_cache(table: SampleTable, size: tuple[int, int, int], crop: Crop | Non
     channels, height, width = size
     folder = (cache_dir or default_cache_dir()) / f"{table.dataset}-{channels}x{height}x{width}-{crop}-{key}"
     if (folder / "meta.json").is_file():
-        return load_cache(folder)
+        damage = cache_damage(folder, (len(table), channels, height, width))
+        if damage is None:
+            return load_cache(folder)
+        note(f"the decode cache {folder} is damaged ({damage}); building it again")
+        shutil.rmtree(folder, ignore_errors=True)
 
     adapter = get_dataset(table.dataset)
     landmarks = _landmark_array(table)

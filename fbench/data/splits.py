@@ -426,12 +426,23 @@ def _working_protocols(frame: pd.DataFrame) -> list[str]:
     return names
 
 
-def official(table: SampleTable, seed: int = 0, val_fraction: float = 0.1) -> Split:
+def official(table: SampleTable, seed: int = 0, val_fraction: float = 0.1,
+             max_train_per_class: int | None = None) -> Split:
     """The dataset's own split column: train/val/test as given (FER-2013 Training/PublicTest/PrivateTest map to
     train/val/test). Without an official val (RAF-DB), a stratified ``val_fraction`` of train is carved off;
     ``seed`` and ``val_fraction`` matter only then. Every row must carry an official split.
+
+    ``max_train_per_class`` keeps at most that many official training images of each class (SCAN-CCI's AffectNet
+    script caps training at 20,000 per class): the AffectNet reader in the released repository keeps the first
+    ones in file order; this keeps the first ones in sample-id order (the split works on id-sorted rows), before
+    validation is carved. The images left out are in no part.
     """
     _check_val_fraction(val_fraction)
+    if max_train_per_class is not None and (isinstance(max_train_per_class, bool)
+                                            or not isinstance(max_train_per_class, (int, np.integer))
+                                            or max_train_per_class < 1):
+        raise FbenchError(f"max_train_per_class must be a positive integer (or null: no cap), got "
+                          f"{max_train_per_class!r}")
     frame = _frame(table)
     raw = frame["split"].str.strip()
     if (raw == "").all():
@@ -451,10 +462,15 @@ def official(table: SampleTable, seed: int = 0, val_fraction: float = 0.1) -> Sp
             raise FbenchError(f"dataset {table.dataset!r}: the official split has no {needed} rows; "
                               f"use one of {_working_protocols(frame)}")
     train = np.flatnonzero(parts == "train")
+    if max_train_per_class is not None:
+        labels = frame["label"].to_numpy()[train]
+        train = np.sort(np.concatenate([train[labels == label][:max_train_per_class] for label in np.unique(labels)]))
     val = np.flatnonzero(parts == "val")
     if not len(val):
         train, val = _carve_val(frame, train, seed, val_fraction, by_subject=False)
-    params = {"seed": seed, "val_fraction": val_fraction}
+    params: dict[str, Any] = {"seed": seed, "val_fraction": val_fraction}
+    if max_train_per_class is not None:  # only when set, so that uncapped splits keep their digests
+        params["max_train_per_class"] = int(max_train_per_class)
     return Split("official", "official", params, _ids(frame, train), _ids(frame, val),
                  _ids(frame, np.flatnonzero(parts == "test")))
 

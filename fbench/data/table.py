@@ -20,7 +20,10 @@ for ``LANDMARKS``, in pixels of the original image, image-left first (NaN when u
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -97,6 +100,30 @@ class SampleTable:
     @property
     def has_landmarks(self) -> bool:
         return all(c in self.frame.columns for c in LANDMARK_COLUMNS)
+
+    def fingerprint(self) -> str:
+        """A hash of the dataset's content that does not depend on where it lives: the dataset's name, every
+        sample's id, label, path (relative), pose, split and tags, and each file's size (or the pixel array).
+
+        Cell keys use it instead of the dataset's path, so a copied project, or a node that mounts the data
+        elsewhere, finds its finished cells. Sizes, not modification times: ``cp -r`` keeps the one, not the
+        other."""
+        digest = hashlib.sha256(json.dumps([self.dataset, self.num_classes, len(self)]).encode())
+        columns = ["sample_id", "label", "path", "index", "pose", "split"]
+        columns += sorted(c for c in self.frame.columns if c.startswith("cond_"))
+        digest.update(pd.util.hash_pandas_object(self.frame[columns], index=False).to_numpy().tobytes())
+        if self.pixels is not None:
+            digest.update(hashlib.sha256(np.ascontiguousarray(self.pixels).data).digest())
+        root = Path(self.root)
+        for path in self.frame["path"]:
+            if path:
+                try:
+                    size = (root / path).stat().st_size
+                except OSError as error:
+                    raise FbenchError(f"{root / path}: {error.strerror or error}; the dataset changed while it was "
+                                      "read: run again") from None
+                digest.update(f"{size};".encode())
+        return digest.hexdigest()[:20]
 
     def subset(self, mask: Any) -> SampleTable:
         """The rows where ``mask`` holds, keeping pixels, report and metadata."""

@@ -1,7 +1,8 @@
 """The training loop: one recipe, one model, one seed; model selection on the validation split only.
 
-Per epoch: a seeded order of the training rows is drawn on the device, every batch is augmented (online) or
-taken from the once-expanded set (offline) and normalised on the device, the loss goes through
+Per epoch: the model is put in training mode (then its ``train_epoch_start`` hook runs, if it has one), a seeded
+order of the training rows is drawn on the device, every batch is augmented (online) or taken from the
+once-expanded set (offline) and normalised on the device, the loss goes through
 :func:`fbench.contract.compute_loss` (multi-head models bring their own), and loss and accuracy are accumulated
 as device tensors. The host reads them once per epoch, together with the validation sums, so the batch loop
 never waits for the device.
@@ -20,7 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from fbench.contract import ArchitectureSpec, Recipe, compute_loss
+from fbench.contract import ArchitectureSpec, Recipe, compute_loss, start_training_epoch
 from fbench.data.transforms import BatchAugment, eval_transform
 from fbench.engine.checkpoint import load_state, save_state
 from fbench.engine.distributed import ParallelPlan, active_plan
@@ -211,6 +212,7 @@ def train_model(model: nn.Module, train: TrainData, val: EvalData | None, settin
         start = time.perf_counter()
         lr = group_lr(optimizer)
         model.train()
+        start_training_epoch(model, epoch)  # the model's own per-epoch hook, if any (fbench.contract)
         order = epoch_order(n, recipe.sampler, sampler_generator, weights)
         batches.start_epoch(order)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)

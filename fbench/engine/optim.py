@@ -138,9 +138,10 @@ def build_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, epochs: in
 
     Kinds and params (times in epochs; with ``step_per="batch"`` they are converted to steps):
     ``constant``; ``reduce_on_plateau`` (torch's ``ReduceLROnPlateau`` arguments plus ``monitor``; per epoch
-    only); ``exponential`` (``gamma`` per epoch); ``cosine`` (``T_max`` default epochs - warmup, ``eta_min``
-    default 0, ``warmup_epochs`` default 0); ``step`` (``step_size`` and ``gamma`` default 0.1, or
-    ``milestones``)."""
+    only; torch's default threshold is relative, so a port of Keras's absolute ``min_delta`` gives
+    ``threshold_mode="abs"``, as LANMSFF's recipe does); ``exponential`` (``gamma`` per epoch); ``cosine``
+    (``T_max`` default epochs - warmup, ``eta_min`` default 0, ``warmup_epochs`` default 0); ``step``
+    (``step_size`` and ``gamma`` default 0.1, or ``milestones``)."""
     schedule = recipe.schedule
     params: Mapping[str, Any] = dict(schedule.params)
     unknown = sorted(set(params) - set(SCHEDULE_PARAMS[schedule.kind]))

@@ -30,6 +30,7 @@ from fbench.data.files import write_atomic
 from fbench.errors import FbenchError
 from fbench.report.plots import DPI, PLOT_FILES, PLOT_TITLES, PLOTS
 from fbench.report.tables import SUMMARY_COLUMNS, ReportData, comparisons_table, leaderboard_table, significance_marks
+from fbench.suite.schema import LEAKY_LABEL
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -78,9 +79,9 @@ def _blocks(data: ReportData, images: Sequence[str], plot_errors: Mapping[str, s
         note = f" {data.synthetic_note.strip()}" if data.synthetic_note.strip() else ""
         blocks.append(("banner", f"{SYNTHETIC_BANNER}.{note} Numbers here say nothing about real faces."))
     if data.leaky_protocol:
-        blocks.append(("banner", f"Leaky protocol: {data.leaky_protocol}. This is a paper's own protocol that "
-                                 "selects models on the test fold; its accuracies are optimistic and not comparable "
-                                 "with results that select on a validation split."))
+        blocks.append(("banner", f"Leaky protocol: {data.leaky_protocol} ({LEAKY_LABEL}). This is a paper's own "
+                                 "protocol that selects models on the test fold; its accuracies are optimistic and "
+                                 "not comparable with results that select on a validation split."))
     facts = [f"Suite: {data.suite}"]
     if data.cells:
         facts.append("Cells: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in data.cells.items()))
@@ -95,18 +96,30 @@ def _blocks(data: ReportData, images: Sequence[str], plot_errors: Mapping[str, s
     else:
         blocks.append(("p", "Full run: no budget, nothing cut."))
 
-    blocks.append(("h", 2, "Leaderboard" + (" (synthetic data)" if data.synthetic else "")))
+    blocks.append(("h", 2, "Leaderboard" + (" (synthetic data)" if data.synthetic else "")
+                   + (f" ({LEAKY_LABEL})" if data.leaky_protocol else "")))
     table = leaderboard_table(data)
     if table.empty:
         blocks.append(("p", "No results."))
     else:
         blocks.append(("table", table))
-        notes = ["Accuracies in %, mean over runs (folds x seeds) ± standard deviation, [bootstrap CI of the mean]."]
+        notes = ["Accuracies in %, mean over runs (folds x seeds) ± standard deviation, [hierarchical bootstrap 95% "
+                 "CI over runs and test images: runs resampled, then the test images of each fold]."]
+        if data.leaky_protocol:
+            notes.insert(0, f"{LEAKY_LABEL.capitalize()}: early stopping, the learning-rate schedule and the kept "
+                            "epoch watched the test images scored here, as the paper's released code does; these "
+                            "accuracies are optimistic.")
+        notes += [str(note) for note in data.setting_notes]
         if any(c not in SUMMARY_COLUMNS for c in table.columns):
             notes.append("Condition columns: accuracy % under the condition (its change from clean accuracy in "
                          "points, paired on the same samples; -11.1 is a drop of 11.1).")
         if "MACs" in table.columns:
             notes.append("MACs are multiply-accumulates per image.")
+        if data.incomplete:
+            marked = ", ".join(f"{label} ({cells})" for label, cells in data.incomplete.items())
+            notes.append(f"Incomplete: {marked}; their means rest on fewer runs than the others'. "
+                         + ("They are ranked anyway (--partial)." if data.partial else
+                            "They are not ranked against complete architectures (rank –); --partial ranks them."))
         if "sig. vs ref" in table.columns:
             ref = [lab for lab, mark in significance_marks(data).items() if mark == "ref"]
             against = ", ".join(ref) or "the reference"
@@ -120,17 +133,19 @@ def _blocks(data: ReportData, images: Sequence[str], plot_errors: Mapping[str, s
         blocks.append(("p", "No paired comparisons."))
     else:
         blocks.append(("table", comparisons))
-        blocks.append(("p", "diff: accuracy minus the reference's, in points, with a paired bootstrap CI; "
-                            "b/c: samples only the system / only the reference gets right; McNemar p exact, "
+        blocks.append(("p", "n images: unique test images (view, fold, image), each counted once, its correctness "
+                            "averaged over seeds; diff: accuracy minus the reference's, in points, with a paired "
+                            "bootstrap CI (images resampled with their seeds together); b/c: images only the system / "
+                            "only the reference gets right by majority over seeds (ties left out); McNemar p exact, "
                             "Holm-adjusted across the comparisons."))
 
-    blocks.append(("h", 2, "Failures"))
+    blocks.append(("h", 2, "Cells not in the leaderboard"))
     if data.failures:
-        rows = [{"cell": str(f.get("cell", "")), "architecture": str(f.get("label", "")),
-                 "reason": str(f.get("reason", ""))} for f in data.failures]
+        rows = [{"state": str(f.get("state", "failed")), "cell": str(f.get("cell", "")), "key": str(f.get("key", "")),
+                 "architecture": str(f.get("label", "")), "reason": str(f.get("reason", ""))} for f in data.failures]
         blocks.append(("table", pd.DataFrame(rows)))
     else:
-        blocks.append(("p", "No cell failed."))
+        blocks.append(("p", "None: every cell is complete."))
 
     if images or plot_errors:
         blocks.append(("h", 2, "Plots"))

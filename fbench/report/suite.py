@@ -19,6 +19,7 @@ from fbench.registry import get_architecture
 from fbench.report.document import report_folder, write_report
 from fbench.report.tables import ReportData
 from fbench.run import store
+from fbench.run.context import setting_notes
 from fbench.score.leaderboard import Leaderboard, condition_frame, efficiency_frame
 from fbench.suite.schema import budget_cuts
 from fbench.tracking import environment_tags, git_commit
@@ -50,7 +51,8 @@ def _provenance(run: Any, device: str) -> dict[str, Any]:
         "suite file": run.suite.source or "(built in Python)",
         "suite hash": hashlib.sha256(suite_text.encode()).hexdigest()[:16],
         **({"tuned from (fbench tune)": run.suite.tuned_from} if run.suite.tuned_from else {}),
-        "dataset": f"{run.dataset.name} at {run.dataset.root}",
+        "dataset": f"{run.dataset.name} at {run.dataset.root}"
+                   + (f" (from {run.dataset.origin})" if getattr(run.dataset, "origin", "") else ""),
         "git commit": git_commit() or "unknown",
         "device": device,
         "command": " ".join(sys.argv),
@@ -63,14 +65,16 @@ def write_suite_report(run: Any, device: str) -> dict[str, Path]:
     """Write the reports of ``run`` under ``reports/<suite>/<timestamp>/``; returns the main report's files."""
     folder = report_folder(Path(run.suite.reports), run.suite.name)
     profiles = architecture_profiles(run, Path(run.suite.output))
-    failures = [{"cell": o.cell.name, "label": o.cell.label, "reason": o.reason} for o in run.failures]
-    counts = {"total": len(run.outcomes), "run": sum(not o.reused for o in run.outcomes),
-              "reused": sum(o.reused for o in run.outcomes), "failed": len(failures)}
-    leaky = next((f"{name} ({protocol.kind}, selects on the test fold)"
-                  for name, protocol in run.suite.protocols(run.dataset.fallback) if protocol.leaky), None)
+    failures = [{"state": gap.state, "cell": gap.name, "key": gap.key, "label": gap.label, "reason": gap.reason}
+                for gap in run.completeness.gaps]
+    counts = {"total": len(run.cells), "complete": len(run.cells) - len(failures),
+              "run": sum(not o.reused for o in run.outcomes), "reused": sum(o.reused for o in run.outcomes),
+              **run.completeness.state_counts()}
+    leaky = {name: f"{protocol.kind}, the {name} protocol"
+             for name, protocol in run.suite.protocols(run.dataset.fallback) if protocol.leaky}
     written: dict[str, Path] = {}
     for board in run.leaderboards:
-        data = _report_data(run, board, profiles, failures, counts, leaky, device)
+        data = _report_data(run, board, profiles, failures, counts, leaky.get(board.view), device)
         target = folder if board.view == "main" else folder / "views" / board.view
         paths = write_report(target, data)
         if board.view == "main" or not written:
@@ -108,7 +112,8 @@ def _report_data(run: Any, board: Leaderboard, profiles: dict[str, dict[str, Any
                           else f"The dataset in {run.dataset.root} is marked synthetic.")
     return ReportData(
         suite=run.suite.name,
-        title=f"{run.suite.name}{view}: {run.suite.description or run.suite.name}",
+        title=f"{run.suite.name}{view}: {run.suite.description or run.suite.name}"
+              + (" (synthetic data)" if run.dataset.synthetic else ""),
         leaderboard=board.aggregate,
         comparisons=board.comparisons if not board.comparisons.empty else pd.DataFrame(),
         per_pose=board.per_pose,
@@ -122,5 +127,9 @@ def _report_data(run: Any, board: Leaderboard, profiles: dict[str, dict[str, Any
         budget=run.budget,
         budget_cuts=budget_cuts(run.suite, run.budget) + _image_counts(run, board.view),
         leaky_protocol=leaky,
+        setting_notes=setting_notes(run.cells),
         cells=counts,
+        cells_per_architecture=board.cells,
+        incomplete=board.incomplete,
+        partial=board.partial,
     )

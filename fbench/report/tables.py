@@ -50,7 +50,7 @@ POSE_YAW = {"FL": -90.0, "HL": -45.0, "S": 0.0, "HR": 45.0, "FR": 90.0}
 DASH = "–"  # a missing value in a table or on a plot
 # The leaderboard table's columns that are not conditions (every other column is one condition's accuracy).
 SUMMARY_COLUMNS = ("rank", "architecture", "clean acc % (mean ± std [CI])", "balanced acc %", "macro-F1 %",
-                   "params", "MACs", "latency", "sig. vs ref", "runs")
+                   "params", "MACs", "latency", "sig. vs ref", "runs", "cells")
 
 
 @dataclass
@@ -77,8 +77,17 @@ class ReportData:
         synthetic_note: more about the synthetic data (generator, version, seed), shown under the banner.
         budget: the budget's name (None for a full run).
         budget_cuts: exactly what the budget cut, one line each.
-        leaky_protocol: name of a paper's own protocol that selects on the test fold, if the suite used one.
-        cells: counts of cells: ``total``, ``run``, ``reused``, ``failed`` (any str -> int mapping).
+        leaky_protocol: the protocol of this report's numbers when it is a paper's own that selects on the test
+            fold (``stratified_kfold, the main protocol``); None otherwise. The report then says "leaky: model
+            selection on the test fold" in a banner and at the leaderboard.
+        setting_notes: how architectures depart from their papers' settings (e.g. ``scan_cci: trunk from
+            scratch: not the paper's setting ...``), one line each, shown under the leaderboard.
+        cells: counts of cells: ``total``, ``run``, ``reused``, ``failed``, ``missing``, ``corrupt`` (any str ->
+            int mapping).
+        cells_per_architecture: label -> ``"n of N"`` cells complete (a ``cells`` column when given).
+        incomplete: label -> ``"cells n of N"`` for architectures with cells missing, failed or corrupt: marked in
+            the leaderboard and, unless ``partial``, not ranked against complete ones.
+        partial: incomplete architectures ranked anyway (``--partial``).
     """
 
     suite: str
@@ -96,7 +105,11 @@ class ReportData:
     budget: str | None = None
     budget_cuts: list[str] = field(default_factory=list)
     leaky_protocol: str | None = None
+    setting_notes: list[str] = field(default_factory=list)
     cells: dict[str, int] = field(default_factory=dict)
+    cells_per_architecture: dict[str, str] = field(default_factory=dict)
+    incomplete: dict[str, str] = field(default_factory=dict)
+    partial: bool = False
 
 
 # --------------------------------------------------------------------------------------------------- formatting
@@ -368,16 +381,24 @@ def leaderboard_table(data: ReportData) -> pd.DataFrame:
             row["sig. vs ref"] = marks.get(label, "")
         n_runs: Any = clean_row.get("n_runs") if clean_row else None
         row["runs"] = str(int(n_runs)) if is_finite(n_runs) else DASH
+        if data.cells_per_architecture:
+            row["cells"] = data.cells_per_architecture.get(label, DASH)
+        if label in data.incomplete:
+            row["architecture"] = f"{label} (incomplete)"
+        row["_ranked"] = label not in data.incomplete or data.partial
         row["_sort"] = float(clean_mean) if is_finite(clean_mean) else -math.inf
         rows.append(row)
-    table = pd.DataFrame(rows).sort_values("_sort", ascending=False, kind="stable").drop(columns="_sort")
-    table.insert(0, "rank", [str(i) for i in range(1, len(table) + 1)])
-    return table.reset_index(drop=True)
+    # complete architectures first, by clean accuracy; incomplete ones (unless partial) after them, unranked
+    table = pd.DataFrame(rows).sort_values(["_ranked", "_sort"], ascending=False, kind="stable")
+    ranks = [str(i) for i in range(1, int(table["_ranked"].sum()) + 1)]
+    table.insert(0, "rank", ranks + [DASH] * (len(table) - len(ranks)))
+    return table.drop(columns=["_ranked", "_sort"]).reset_index(drop=True)
 
 
 def comparisons_table(data: ReportData) -> pd.DataFrame:
-    """The paired comparisons as display strings: system, reference, condition, n, both accuracies, the difference
-    in points with its CI, McNemar b/c and p, Holm p and whether it is significant (empty without comparisons)."""
+    """The paired comparisons as display strings: system, reference, condition, n images (unique test images, each
+    once: :func:`fbench.score.stats.compare_architectures`), both accuracies, the difference in points with its CI,
+    McNemar b/c and p, Holm p and whether it is significant (empty without comparisons)."""
     comp = data.comparisons
     if not isinstance(comp, pd.DataFrame) or comp.empty:
         return pd.DataFrame()
@@ -394,7 +415,7 @@ def comparisons_table(data: ReportData) -> pd.DataFrame:
             "system": names.get(str(row.get("system")), str(row.get("system"))),
             "reference": names.get(str(row.get("reference")), str(row.get("reference"))),
             "condition": condition_label(str(row.get("condition", CLEAN))),
-            "n": str(int(row["n"])) if is_finite(row.get("n")) else DASH,
+            "n images": str(int(row["n"])) if is_finite(row.get("n")) else DASH,
             "accuracy %": format_pct(row.get("accuracy")),
             "reference %": format_pct(row.get("reference_accuracy")),
             "diff (points) [CI]": diff,

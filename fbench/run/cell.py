@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,14 @@ def train_settings(cell: Cell, device: torch.device, checkpoint_path: Path | Non
                          checkpoint_path=checkpoint_path, on_epoch=on_epoch, **cell.engine.model_dump())
 
 
-def reused_outcome(cell: Cell, folder: Path, retry_failed: bool) -> CellOutcome | None:
-    """The outcome of a cell whose folder already holds a result (a failed one only without ``retry_failed``)."""
+def reused_outcome(cell: Cell, folder: Path, retry_failed: bool,
+                   note: Callable[[str], None] = lambda text: None) -> CellOutcome | None:
+    """The outcome of a cell whose folder already holds a sound result (a failed one only without
+    ``retry_failed``); None when the cell must run, after saying why when its files are damaged."""
+    damage = store.damaged_files(folder)
+    if damage:
+        note(f"cell {cell.name} ({cell.key}): {'; '.join(damage)}; training it again")
+        return None
     previous = store.finished_result(folder)
     if previous is not None and (previous["status"] == store.COMPLETE or not retry_failed):
         return CellOutcome(cell, folder, previous["status"], reused=True, reason=previous.get("reason", ""))
@@ -73,7 +80,7 @@ def reused_outcome(cell: Cell, folder: Path, retry_failed: bool) -> CellOutcome 
 def run_cell(cell: Cell, context: RunContext) -> CellOutcome:
     """Train and evaluate one cell, or reuse it when its folder holds a result."""
     folder = context.folder(cell)
-    reused = reused_outcome(cell, folder, context.retry_failed)
+    reused = reused_outcome(cell, folder, context.retry_failed, context.progress.note)
     if reused is not None:
         return reused
     started = time.perf_counter()
@@ -85,14 +92,14 @@ def run_cell(cell: Cell, context: RunContext) -> CellOutcome:
     except NonFiniteLossError as error:
         outcome = CellOutcome(cell, folder, store.FAILED, reused=False, reason=str(error),
                               seconds=time.perf_counter() - started)
-        store.write_json(folder / store.RESULT, result_record(outcome, context.device))
+        store.write_json(folder / store.RESULT, result_record(outcome, context.device, folder))
         return outcome
     metrics = condition_metrics(predictions, context.table.num_classes, context.table.label_names)
     store.write_predictions(folder / store.PREDICTIONS, predictions)
     store.write_json(folder / store.HISTORY, history)
     store.write_json(folder / store.METRICS, metrics.to_dict(orient="records"))
     outcome = CellOutcome(cell, folder, store.COMPLETE, reused=False, seconds=time.perf_counter() - started)
-    store.write_json(folder / store.RESULT, {**result_record(outcome, context.device), "images": images})
+    store.write_json(folder / store.RESULT, {**result_record(outcome, context.device, folder), "images": images})
     return outcome
 
 
@@ -143,11 +150,12 @@ def subset_predictions(cell: Cell, clean: pd.DataFrame, table: SampleTable) -> l
     return parts
 
 
-def result_record(outcome: CellOutcome, device: torch.device | str) -> dict[str, Any]:
-    """What ``result.json`` holds besides the image counts: status, timing, where and with what it ran."""
+def result_record(outcome: CellOutcome, device: torch.device | str, folder: Path) -> dict[str, Any]:
+    """What ``result.json`` holds besides the image counts: status, timing, where and with what it ran, and the
+    size and SHA-256 of the files already in ``folder``."""
     return {
         "status": outcome.status, "reason": outcome.reason, "seconds": round(outcome.seconds, 3),
         "cell": outcome.cell.name, "key": outcome.cell.key, "device": str(device),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "environment": environment_tags(),
-        "machine": platform.node(), "pid": os.getpid(),
+        "machine": platform.node(), "pid": os.getpid(), "files": store.file_checksums(folder),
     }

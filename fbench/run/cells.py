@@ -2,9 +2,13 @@
 
 A cell is typed: it carries the recipe (after the suite's overrides and the budget's epochs), the engine settings
 and the budget's image caps as objects, and turns them into plain data only for its folder's ``config.json`` and
-its key. The key is a hash of that plain data (architecture, options, input, recipe, dataset and its location,
-protocol and fold, seed, conditions, caps); the same suite run again finds the same keys, so finished cells are
-reused; change anything that matters and the key changes.
+its key. The key is a hash of that plain data (architecture, options, input, recipe, the dataset's name and
+content fingerprint, protocol and fold, seed, conditions, caps) without the dataset's location: the same suite run
+again, from a copy of the project or on a node that mounts the data elsewhere, finds the same keys, so finished
+cells are reused; change anything that matters and the key changes.
+
+Format 1 keys (before the fingerprint) hashed the dataset's absolute path; :attr:`Cell.format1_key` recomputes
+them, so that :func:`fbench.run.suite.adopt_format1_folders` moves such folders to their new keys.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from fbench.suite.conditions import perturbations, subsets
 from fbench.suite.recipes import recipe_with_overrides
 from fbench.suite.schema import MAIN_PROTOCOL, Budget, EngineConfig, Suite
 
-CELL_FORMAT = 1
-# Caps added after format 1: left out of the stored form when unset, so that earlier cells keep their keys.
+CELL_FORMAT = 2
+# Caps added after format 1 was written: left out of the stored form when unset (as format 1 did).
 _OPTIONAL_CAPS = ("max_train_tmacs", "max_eval_images", "max_val_images")
+# What the key leaves out of the stored form: where the data lives is not what the cell computes.
+_NOT_KEYED = ("dataset_root",)
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,7 @@ class Cell:
     engine: EngineConfig = field(default_factory=EngineConfig)
     leaky: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    dataset_fingerprint: str = ""  # SampleTable.fingerprint(): the dataset's content, wherever it lives
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data: what ``config.json`` stores and the key hashes."""
@@ -86,7 +93,8 @@ class Cell:
             "view": self.view, "protocol": self.protocol, "fold": self.fold, "folds": self.folds, "seed": self.seed,
             "conditions": list(self.conditions), "train_conditions": list(self.train_conditions),
             "max_train_images": self.caps.max_train_images, "data_fraction": self.caps.data_fraction,
-            "leaky": self.leaky, "extra": dict(self.extra), "format": CELL_FORMAT,
+            "leaky": self.leaky, "extra": dict(self.extra), "dataset_fingerprint": self.dataset_fingerprint,
+            "format": CELL_FORMAT,
         }
         for name in _OPTIONAL_CAPS:
             if getattr(self.caps, name) is not None:
@@ -108,12 +116,20 @@ class Cell:
             conditions=tuple(data["conditions"]), train_conditions=tuple(data["train_conditions"]),
             caps=ImageCaps(data["data_fraction"], data["max_train_images"], *(data.get(n) for n in _OPTIONAL_CAPS)),
             engine=EngineConfig(**data.get("engine", {})), leaky=data.get("leaky", False),
-            extra=dict(data.get("extra", {})))
+            extra=dict(data.get("extra", {})), dataset_fingerprint=data.get("dataset_fingerprint", ""))
 
     @property
     def key(self) -> str:
-        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        """The folder name: a hash of :meth:`to_dict` without the dataset's location."""
+        keyed = {name: value for name, value in self.to_dict().items() if name not in _NOT_KEYED}
+        return _hash(keyed)
+
+    @property
+    def format1_key(self) -> str:
+        """The key this cell had in format 1: the dataset's absolute path in, no fingerprint."""
+        data = self.to_dict()
+        del data["dataset_fingerprint"]
+        return _hash({**data, "format": 1})
 
     @property
     def name(self) -> str:
@@ -137,6 +153,10 @@ class Cell:
         return subsets(self.conditions)
 
 
+def _hash(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def recipe_dict(recipe: Recipe) -> dict[str, Any]:
     """A recipe as plain JSON data (tuples as lists)."""
     plain: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(recipe), default=list))
@@ -150,10 +170,11 @@ def protocol_arguments(kind: str, arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 def expand_cells(suite: Suite, dataset_root: str, synthetic: bool, split_counts: dict[str, int],
-                 budget_name: str | None = None, fallback: bool = False) -> list[Cell]:
+                 budget_name: str | None = None, fallback: bool = False, dataset_fingerprint: str = "") -> list[Cell]:
     """Every cell of ``suite``, in run order: protocol, fold, architecture x variant, seed.
 
-    ``split_counts`` gives the number of splits each protocol (by view name) yields on the dataset."""
+    ``split_counts`` gives the number of splits each protocol (by view name) yields on the dataset;
+    ``dataset_fingerprint`` is its :meth:`~fbench.data.table.SampleTable.fingerprint`."""
     budget = suite.effective_budget(budget_name)
     seeds = budget.seed_list(suite.seeds)
     caps = ImageCaps.from_budget(budget)
@@ -179,5 +200,6 @@ def expand_cells(suite: Suite, dataset_root: str, synthetic: bool, split_counts:
                         train_conditions=tuple(c.strip() for c in entry.train_conditions), caps=caps,
                         engine=suite.engine, leaky=protocol.leaky,
                         extra={"tuned_from": entry.tuned} if entry.tuned else {},
+                        dataset_fingerprint=dataset_fingerprint,
                     ))
     return cells

@@ -17,15 +17,14 @@ from typing import Any
 import torch
 
 from fbench.data.cache import CachedImages, build_cache
-from fbench.data.locate import dataset_root
+from fbench.data.locate import DatasetLocation, env_var, given_location, no_location_error, read_location
 from fbench.data.splits import Split, all_folds
 from fbench.data.synth.build import SynthConfig, build_synthetic_kdef
 from fbench.data.table import SampleTable
-from fbench.errors import FbenchError
-from fbench.registry import get_dataset
+from fbench.registry import get_architecture
 from fbench.run.cells import Cell, expand_cells, protocol_arguments
 from fbench.suite.conditions import is_subset, subset_column
-from fbench.suite.schema import ProtocolConfig, Suite
+from fbench.suite.schema import LEAKY_LABEL, ProtocolConfig, Suite
 
 SYNTHETIC_FOLDER = Path("data") / "synth-kdef"
 # The fallback set: KDEF's 70 identities x 7 expressions x 5 poses, one session (2,450 images) so that its first
@@ -61,6 +60,7 @@ class RunOptions:
     synthetic_folder: Path = SYNTHETIC_FOLDER
     resources: dict[str, Any] = field(default_factory=dict)  # overrides of the suite's resources: block
     wait: bool = True  # cluster executors: wait for the jobs, then build the leaderboard
+    partial: bool = False  # rank architectures with cells missing, failed or corrupt against complete ones
     plugins: list[str] = field(default_factory=list)  # --plugin modules, imported again inside each job
 
 
@@ -69,29 +69,35 @@ class DatasetChoice:
     name: str
     root: Path
     synthetic: bool
-    fallback: bool  # the suite's dataset had no location and the synthetic set stands in
+    fallback: bool  # no location was given for the suite's dataset and the synthetic set stands in
+    origin: str = ""  # where the location was given ("--data kdef=PATH", ...); the fallback's own wording
 
 
 def choose_dataset(suite: Suite, cli_paths: dict[str, str] | None, note: Callable[[str], None],
                    synthetic_folder: Path = SYNTHETIC_FOLDER) -> DatasetChoice:
-    """The suite's dataset where it is given; else, when the suite allows it, the synthetic KDEF-like set,
-    built on first use."""
-    try:
-        root = dataset_root(suite.dataset, cli_paths, suite.data)
-        return DatasetChoice(suite.dataset, root, synthetic=False, fallback=False)
-    except FbenchError as missing:
-        if not suite.synthetic_fallback:
-            raise
-        reason = str(missing)
+    """The suite's dataset where a location is given (``cli_paths``, i.e. ``--data``, then the suite's ``data:``
+    block, then ``$FBENCH_DATA_<NAME>``); a given location that does not exist or is empty is an error naming it
+    and where it came from. Only when none was given, and the suite allows it, the synthetic KDEF-like set stands
+    in (built on first use) and ``note`` says so."""
+    flags = {name: path for name, path in suite.data_flags.items() if suite.data.get(name) == path}
+    cli = {**flags, **(cli_paths or {})}
+    block = {name: path for name, path in suite.data.items() if name not in flags}
+    location = given_location(suite.dataset, cli, block, suite.source)
+    if location is not None:
+        return DatasetChoice(suite.dataset, location.root, synthetic=False, fallback=False, origin=location.origin)
+    if not suite.synthetic_fallback:
+        raise no_location_error(suite.dataset)
     if not complete_synthetic_set(synthetic_folder):
         config = SynthConfig(sessions=FALLBACK_SESSIONS)
         images = config.identities * config.sessions * len(config.poses) * len(config.expressions)
         note(f"building the synthetic KDEF-like set in {synthetic_folder} (first use: {images:,} images, about two "
              "minutes on two cores)")
         build_synthetic_kdef(synthetic_folder, config, overwrite=False)
-    note(f"SYNTHETIC DATA: {suite.dataset!r} was not given ({reason.split('.')[0]}); running on the synthetic "
-         f"KDEF-like set in {synthetic_folder}. Procedurally rendered faces, not a real dataset.")
-    return DatasetChoice("kdef", synthetic_folder, synthetic=True, fallback=True)
+    note(f"SYNTHETIC DATA: no location was given for {suite.dataset!r} (--data {suite.dataset}=PATH, the suite's "
+         f"data: block or ${env_var(suite.dataset)}); running on the synthetic KDEF-like set in {synthetic_folder}. "
+         "Procedurally rendered faces, not a real dataset; the leaderboard and report say so.")
+    return DatasetChoice("kdef", synthetic_folder, synthetic=True, fallback=True,
+                         origin=f"the synthetic stand-in (no location given for {suite.dataset!r})")
 
 
 def complete_synthetic_set(folder: Path) -> bool:
@@ -106,7 +112,8 @@ def complete_synthetic_set(folder: Path) -> bool:
 
 
 def load_table(choice: DatasetChoice, on_error: str = "raise") -> SampleTable:
-    return get_dataset(choice.name).load(choice.root, on_error=on_error)
+    """The chosen dataset's sample table; a location without readable samples is an error naming its origin."""
+    return read_location(DatasetLocation(choice.name, choice.root, choice.origin or "the suite"), on_error)
 
 
 def split_table(table: SampleTable, protocols: Iterable[tuple[str, ProtocolConfig]]) -> dict[str, list[Split]]:
@@ -141,6 +148,9 @@ def prepare(suite: Suite, options: RunOptions, progress: Progress) -> Prepared:
     budget = options.budget or suite.budget
     choice = choose_dataset(suite, options.data, progress.note, options.synthetic_folder)
     table = load_table(choice, options.on_error)
+    if table.synthetic and not choice.fallback:
+        progress.note(f"SYNTHETIC DATA: the dataset at {choice.root} (from {choice.origin}) is marked synthetic "
+                      "(procedurally rendered faces); the leaderboard and report say so")
     choice.synthetic = choice.synthetic or table.synthetic
     if table.report.total:
         progress.note(f"left out {table.report.total} samples of {choice.name}: {table.report.summary()}")
@@ -150,8 +160,25 @@ def prepare(suite: Suite, options: RunOptions, progress: Progress) -> Prepared:
                           "missing, or this is the synthetic set); the subset is left out of the results")
     splits = split_table(table, suite.protocols(synthetic_fallback=choice.fallback))
     cells = expand_cells(suite, str(choice.root.resolve()), table.synthetic,
-                         {view: len(made) for view, made in splits.items()}, budget, fallback=choice.fallback)
+                         {view: len(made) for view, made in splits.items()}, budget, fallback=choice.fallback,
+                         dataset_fingerprint=table.fingerprint())
+    for view in suite.leaky_views(choice.fallback):
+        progress.note(f"LEAKY PROTOCOL ({LEAKY_LABEL}): {'the main protocol' if view == 'main' else 'view ' + view} "
+                      "is a paper's own protocol that selects and stops on the test fold; its accuracies are "
+                      "optimistic, and the leaderboard, report and MLflow tags say so")
+    for note in setting_notes(cells):
+        progress.note(note)
     return Prepared(choice, table, splits, cells, budget)
+
+
+def setting_notes(cells: Iterable[Cell]) -> list[str]:
+    """``label: note`` for each architecture x variant whose options depart from its paper's setting (its spec's
+    ``unset_option_notes``, e.g. SCAN-CCI without ``backbone_weights``), once per label."""
+    notes: dict[str, list[str]] = {}
+    for cell in cells:
+        if cell.label not in notes:
+            notes[cell.label] = get_architecture(cell.architecture).setting_notes(cell.options)
+    return [f"{label}: {note}" for label, items in notes.items() for note in items]
 
 
 @dataclass
@@ -176,5 +203,5 @@ class RunContext:
         if size not in self.caches:
             self.progress.note(f"decoding {self.table.dataset} at {'x'.join(map(str, size))} (cached for later "
                                "runs)")
-            self.caches[size] = build_cache(self.table, size, cache_dir=self.cache_dir)
+            self.caches[size] = build_cache(self.table, size, cache_dir=self.cache_dir, note=self.progress.note)
         return self.caches[size]

@@ -165,7 +165,7 @@ class SubmititExecutor:
         outcomes: list[CellOutcome] = []
         todo = []
         for cell in cells:
-            outcome = reused_outcome(cell, context.folder(cell), options.retry_failed)
+            outcome = reused_outcome(cell, context.folder(cell), options.retry_failed, context.progress.note)
             if outcome is not None:
                 on_done(outcome)
                 outcomes.append(outcome)

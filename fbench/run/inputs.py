@@ -4,6 +4,10 @@ The runner (:mod:`fbench.run.cell`), tune's objective (training and validation o
 part) and the distributed predictor all read a cell's images through :func:`cell_inputs`, so they see the same
 images, cut the same way. Every cut is a stratified draw fixed by the split (see :mod:`fbench.run.sizing`), and
 where the images live (on the device, or on the host for the engine to stream) is decided once per cell.
+
+A leaky cell (a paper's own protocol, ``leaky: true``) selects on the test fold, as the paper's released code
+does: its validation part IS its test part (the same images, cut the same way), and its training part keeps every
+non-test image of the split (the split's validation part, if it has one, goes back into training).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from fbench.perturb.training import perturb_for_training
 from fbench.registry import get_architecture
 from fbench.run.cells import Cell
 from fbench.run.sizing import compute_capped_images, forward_macs, stratified_subset
+from fbench.suite.schema import LEAKY_LABEL
 
 # Seeds of the validation and test draws, offset from the split's seed so the two parts are cut independently.
 _VAL_DRAW, _TEST_DRAW = 1, 2
@@ -36,8 +41,8 @@ def labels_of(table: SampleTable, ids: Sequence[str]) -> np.ndarray:
 
 def train_ids(cell: Cell, split: Split, table: SampleTable) -> list[str]:
     """The split's training ids, cut to the budget (fraction, image cap, compute cap) by a stratified draw
-    that depends only on the split."""
-    ids = list(split.train)
+    that depends only on the split. A leaky cell trains on every non-test image: the split's validation part too."""
+    ids = list(split.train) + (list(split.val) if cell.leaky else [])
     keep = cell.caps.train_images(len(ids))
     if cell.caps.max_train_tmacs is not None:
         spec = get_architecture(cell.architecture).resolve_spec(cell.options).with_input(
@@ -91,11 +96,21 @@ class CellInputs:
 def cell_inputs(cell: Cell, split: Split, table: SampleTable, cached: CachedImages, device: torch.device,
                 with_test: bool = True) -> CellInputs:
     """The cell's training, validation and (with ``with_test``) test data. Training and validation images carry
-    the cell's training perturbations."""
+    the cell's training perturbations. A leaky cell's validation part is its test part (see the module's
+    docstring); it has no data without its test part, so ``with_test=False`` (tuning) is refused for it."""
+    if cell.leaky and not with_test:
+        raise FbenchError(f"cell {cell.name} uses a leaky protocol ({LEAKY_LABEL}), so it has no validation part "
+                          "apart from its test part; tune on a suite whose protocol carves validation from "
+                          "training (leaky: false), then apply its best.yaml with tuned_from")
     train_rows = cached.positions(train_ids(cell, split, table))
-    val_rows = cached.positions(eval_ids(cell, split.val, table, "val"))
-    test_rows = cached.positions(eval_ids(cell, split.test, table, "test")) if with_test else val_rows[:0]
-    leaked = {cached.sample_ids[i] for i in torch.cat([train_rows, val_rows]).tolist()} & set(split.test)
+    if cell.leaky:
+        test_rows = cached.positions(eval_ids(cell, split.test, table, "test"))
+        val_rows = test_rows
+    else:
+        val_rows = cached.positions(eval_ids(cell, split.val, table, "val"))
+        test_rows = cached.positions(eval_ids(cell, split.test, table, "test")) if with_test else val_rows[:0]
+    selected = train_rows if cell.leaky else torch.cat([train_rows, val_rows])
+    leaked = {cached.sample_ids[i] for i in selected.tolist()} & set(split.test)
     if leaked:  # splits are checked for disjointness when made; this guards the cuts as well
         raise FbenchError(f"{len(leaked)} test samples reached the training or validation data (e.g. "
                           f"{sorted(leaked)[:3]}); the split is broken")
@@ -120,8 +135,9 @@ def cell_inputs(cell: Cell, split: Split, table: SampleTable, cached: CachedImag
     train = TrainData(training_images(images[:n_train], train_rows), cached.labels[train_rows].to(device),
                       ids(train_rows))
     val = None
-    if n_val:
-        val = EvalData(training_images(images[n_train:n_train + n_val], val_rows),
+    if n_val:  # a leaky cell selects on its test images as they are; others validate like they train
+        val_images = images[n_train:n_train + n_val]
+        val = EvalData(val_images if cell.leaky else training_images(val_images, val_rows),
                        cached.labels[val_rows].to(device), ids(val_rows))
     test = None
     if with_test:

@@ -180,11 +180,11 @@ def _torchrun_cell(cell: Cell, spec: JobSpec, context: RunContext, processes: in
     import cloudpickle
 
     folder = context.folder(cell)
-    reused = reused_outcome(cell, folder, context.retry_failed)
+    reused = reused_outcome(cell, folder, context.retry_failed, context.progress.note)
     if reused is not None:
         return reused
-    if context.retry_failed:
-        (folder / store.RESULT).unlink(missing_ok=True)  # the ranks' resume check must not see the old failure
+    # the cell runs: a result there (a failure retried, or a damaged record) must not stop the ranks' resume check
+    (folder / store.RESULT).unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
     spec_path = folder / ".torchrun-spec.pkl"
     write_atomic(spec_path, cloudpickle.dumps(spec))

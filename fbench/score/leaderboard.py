@@ -1,8 +1,11 @@
 """The leaderboard: every number computed from the stored per-sample predictions of a suite's cells.
 
-Per view (the main protocol, then each extra view): per-run metrics for every condition, their mean, standard
-deviation and bootstrap interval over folds and seeds, paired tests of every architecture against the best one
-on clean accuracy, accuracy per pose, and confusion matrices summed over runs.
+Per view (the main protocol, then each extra view): per-run metrics for every condition, their mean and standard
+deviation over folds and seeds with a hierarchical bootstrap interval over runs and test images, paired tests
+on unique test images of every architecture against the best one on clean accuracy, accuracy per pose, and
+confusion matrices summed over runs. An architecture with cells missing
+(see :mod:`fbench.score.completeness`) is shown but neither chosen as the reference nor compared, unless the
+board is ``partial``.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fbench.errors import FbenchError
 from fbench.run import store
-from fbench.score.metrics import confusion_matrix, per_cell_metrics, per_group_accuracy
-from fbench.score.stats import aggregate_runs, compare_architectures, mean_std_ci
+from fbench.score.completeness import Completeness
+from fbench.score.metrics import confusion_matrix
+from fbench.score.stats import aggregate_predictions, compare_architectures
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "drop_from_clean")
 
@@ -28,6 +33,9 @@ class Leaderboard:
     per_pose: pd.DataFrame  # label, pose, accuracy_mean, accuracy_ci_low, accuracy_ci_high, n_runs
     confusions: dict[str, tuple[np.ndarray, list[str]]] = field(default_factory=dict)
     reference: str | None = None
+    cells: dict[str, str] = field(default_factory=dict)  # label -> "n of N" cells complete
+    incomplete: dict[str, str] = field(default_factory=dict)  # label -> "cells n of N", for those with a cell short
+    partial: bool = False  # incomplete architectures ranked and compared anyway (--partial)
 
     def clean(self) -> pd.DataFrame:
         """One row per architecture at the clean condition, best first."""
@@ -35,61 +43,67 @@ class Leaderboard:
         return clean.sort_values("accuracy_mean", ascending=False).reset_index(drop=True)
 
 
-def collect_predictions(cells: list[tuple[Any, Any]]) -> pd.DataFrame:
-    """Concatenate the predictions of finished cells, given as (cell, folder) pairs, with run columns."""
+def collect_predictions(cells: list[tuple[Any, Any]]) -> tuple[pd.DataFrame, list[tuple[Any, str]]]:
+    """The predictions of finished cells, given as (cell, folder) pairs, concatenated with run columns; and the
+    cells whose predictions cannot be read, with why (they are left out)."""
     frames = []
+    unreadable = []
     for cell, folder in cells:
-        path = folder / store.PREDICTIONS
-        if not path.is_file():
+        try:
+            frame = store.read_predictions(folder / store.PREDICTIONS)
+        except FbenchError as error:
+            unreadable.append((cell, str(error)))
             continue
-        frame = store.read_predictions(path)
         frame.insert(0, "seed", cell.seed)
         frame.insert(0, "fold", cell.fold)
         frame.insert(0, "architecture", cell.label)
         frame.insert(0, "view", cell.view)
         frames.append(frame)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), unreadable
 
 
 def build_leaderboards(predictions: pd.DataFrame, num_classes: int, label_names: tuple[str, ...],
-                       n_resamples: int = 2_000) -> list[Leaderboard]:
-    """One leaderboard per view present in ``predictions``."""
+                       n_resamples: int = 2_000, completeness: Completeness | None = None,
+                       partial: bool = False) -> list[Leaderboard]:
+    """One leaderboard per view present in ``predictions``; with ``completeness``, architectures with cells short
+    are marked and, unless ``partial``, not ranked against complete ones."""
     if predictions.empty:
         return []
-    return [_leaderboard(str(view), frame.drop(columns="view"), num_classes, label_names, n_resamples)
+    found = completeness or Completeness()
+    return [_leaderboard(str(view), frame.drop(columns="view"), num_classes, label_names, n_resamples,
+                         found.counts(str(view)), found.incomplete(str(view)), partial)
             for view, frame in predictions.groupby("view", sort=False)]
 
 
 def _leaderboard(view: str, predictions: pd.DataFrame, num_classes: int, label_names: tuple[str, ...],
-                 n_resamples: int) -> Leaderboard:
-    runs = per_cell_metrics(predictions, num_classes, label_names, by=["architecture", "fold", "seed"])
-    aggregate = aggregate_runs(runs, group_by=["architecture", "condition"], metrics=list(METRICS),
-                               n_resamples=n_resamples).rename(columns={"architecture": "label"})
-    clean = aggregate[aggregate["condition"] == "clean"].sort_values("accuracy_mean", ascending=False)
+                 n_resamples: int, cells: dict[str, str], incomplete: dict[str, str], partial: bool) -> Leaderboard:
+    aggregate = aggregate_predictions(predictions, num_classes, group_by=["architecture"], metrics=METRICS,
+                                      n_resamples=n_resamples)
+    aggregate = aggregate.rename(columns={"architecture": "label"})
+    ranked = predictions if partial else predictions[~predictions["architecture"].isin(list(incomplete))]
+    if partial and incomplete:  # paired tests need the same test images: the folds every architecture has
+        folds = ranked.groupby("architecture")["fold"].unique()
+        common = set.intersection(*(set(values) for values in folds))
+        ranked = ranked[ranked["fold"].isin(common)]
+    clean = aggregate[(aggregate["condition"] == "clean") & aggregate["label"].isin(ranked["architecture"].unique())]
+    clean = clean.sort_values("accuracy_mean", ascending=False)
     reference = str(clean["label"].iloc[0]) if len(clean) else None
     comparisons = pd.DataFrame()
-    if reference is not None and predictions["architecture"].nunique() > 1:
-        comparisons = compare_architectures(predictions, reference, condition="clean", n_resamples=n_resamples)
-    return Leaderboard(view, aggregate, comparisons, _per_pose(predictions, n_resamples),
-                       _confusions(predictions, num_classes, label_names), reference)
+    if reference is not None and ranked["architecture"].nunique() > 1:
+        comparisons = compare_architectures(ranked, reference, condition="clean", n_resamples=n_resamples)
+    return Leaderboard(view, aggregate, comparisons, _per_pose(predictions, num_classes, n_resamples),
+                       _confusions(predictions, num_classes, label_names), reference, cells, incomplete, partial)
 
 
-def _per_pose(predictions: pd.DataFrame, n_resamples: int) -> pd.DataFrame:
+def _per_pose(predictions: pd.DataFrame, num_classes: int, n_resamples: int) -> pd.DataFrame:
+    """Clean accuracy per architecture and pose: mean over runs, hierarchical bootstrap interval."""
     clean = predictions[predictions["condition"] == "clean"]
     if "pose" not in clean.columns or not clean["pose"].astype(str).str.len().any():
         return pd.DataFrame()
-    rows = []
-    for (label, _fold, _seed), run in clean.groupby(["architecture", "fold", "seed"], sort=False):
-        for _, group in per_group_accuracy(run, by="pose").iterrows():
-            rows.append({"label": label, "pose": group["pose"], "accuracy": group["accuracy"]})
-    per_run = pd.DataFrame(rows)
-    out = []
-    for (label, pose), group in per_run.groupby(["label", "pose"], sort=False):
-        summary = mean_std_ci(group["accuracy"].to_numpy(), n_resamples=n_resamples)
-        out.append({"label": label, "pose": pose, "accuracy_mean": summary["mean"],
-                    "accuracy_ci_low": summary["ci_low"], "accuracy_ci_high": summary["ci_high"],
-                    "n_runs": summary["n"]})
-    return pd.DataFrame(out)
+    per_pose = aggregate_predictions(clean, num_classes, group_by=["architecture", "pose"], metrics=["accuracy"],
+                                     n_resamples=n_resamples)
+    columns = ["architecture", "pose", "accuracy_mean", "accuracy_ci_low", "accuracy_ci_high", "n_runs"]
+    return per_pose[columns].rename(columns={"architecture": "label"})
 
 
 def _confusions(predictions: pd.DataFrame, num_classes: int, label_names: tuple[str, ...]

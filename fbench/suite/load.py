@@ -197,6 +197,7 @@ def load_suite(path: str | Path, overrides: Sequence[str] = (), budget: str | No
                 raw["data"].update(data)
                 notes.update({f"data.{name}": f"--data {name}={value}" for name, value in data.items()})
     suite = suite_from_dict(raw, source, overrides, notes)
+    suite.set_data_flags(data or {})
     suite = _apply_tuned(suite, file, params)
     return select_architectures(suite, only) if only else suite
 

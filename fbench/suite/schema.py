@@ -23,6 +23,8 @@ NAME_PATTERN = r"^[a-z0-9_-]+$"
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
 DEFAULT_TRACKING_FILE = "mlflow.db"
 MAIN_PROTOCOL = "main"
+# What the terminal, reports and MLflow tags say wherever numbers of a leaky protocol appear.
+LEAKY_LABEL = "leaky: model selection on the test fold"
 
 # Built-in budgets, as plain data (validated into Budget models on use).
 BUILTIN_BUDGETS: dict[str, dict[str, Any]] = {
@@ -109,8 +111,10 @@ class ProtocolConfig(_Model):
     val_fraction: float = Field(0.1, ge=0, le=0.5, description="validation share carved from training (0: none)")
     params: dict[str, Any] = Field(default_factory=dict, description="extra protocol arguments, e.g. "
                                    "{train_poses: [S, HL, HR], test_poses: [FL, FR]} for cross_pose")
-    leaky: bool = Field(False, description="true only for a paper's own protocol that selects on the test fold; "
-                                           "reports say so")
+    leaky: bool = Field(False, description="true only for a paper's own protocol that selects on the test fold: "
+                                           "the validation part is then the test part (early stopping, "
+                                           "ReduceLROnPlateau, best epoch) and training keeps every other "
+                                           "image; the terminal, reports and MLflow tags say so")
 
     @property
     def is_kfold(self) -> bool:
@@ -287,6 +291,7 @@ class Suite(_Model):
                                        "(partition, GPUs, time, memory, parallelism)")
 
     _source: str | None = PrivateAttr(default=None)
+    _data_flags: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @field_validator("conditions")
     @classmethod
@@ -303,6 +308,16 @@ class Suite(_Model):
         self._source = source
 
     @property
+    def data_flags(self) -> dict[str, str]:
+        """The ``data:`` entries that came from ``--data NAME=PATH`` (merged into ``data``), so that messages
+        name the flag, not the suite, as their origin."""
+        return dict(self._data_flags)
+
+    def set_data_flags(self, flags: Mapping[str, str]) -> None:
+        """Record which ``data:`` entries came from ``--data`` (copies made with ``model_copy`` keep them)."""
+        self._data_flags = dict(flags)
+
+    @property
     def experiment(self) -> str:
         """The MLflow experiment name."""
         return self.tracking.experiment or self.name
@@ -312,6 +327,10 @@ class Suite(_Model):
         protocol is ``synthetic_protocol`` when the suite gives one."""
         main = self.synthetic_protocol if synthetic_fallback and self.synthetic_protocol else self.protocol
         return [(MAIN_PROTOCOL, main), *((view.name, view) for view in self.views)]
+
+    def leaky_views(self, synthetic_fallback: bool = False) -> list[str]:
+        """The names of the protocols (``main`` or a view) that select models on the test fold."""
+        return [name for name, protocol in self.protocols(synthetic_fallback) if protocol.leaky]
 
     def effective_budget(self, name: str | None = None) -> Budget:
         """The budget ``name`` (default: the suite's), merged with the suite's overrides."""

@@ -76,6 +76,7 @@ class TuningSetup:
     synthetic: bool
     fallback: bool
     budget: str
+    dataset_fingerprint: str = ""  # the table's fingerprint, computed once: cells are keyed by it
 
     def cell(self, params: Mapping[str, Any]) -> Cell:
         """The cell a trial trains: the suite's own cell for this entry, fold and first seed, with ``params``
@@ -85,7 +86,7 @@ class TuningSetup:
         entry = self.entry.model_copy(update={"recipe": recipe, "options": options})
         suite = self.suite.model_copy(update={"architectures": [entry], "views": []})
         cells = expand_cells(suite, self.dataset_root, self.synthetic, {"main": self.folds}, self.budget,
-                             fallback=self.fallback)
+                             fallback=self.fallback, dataset_fingerprint=self.dataset_fingerprint)
         return dataclasses.replace(cells[0], fold=self.fold)
 
 

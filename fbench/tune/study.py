@@ -264,6 +264,10 @@ def prepare_setup(suite: Suite, entry: ArchitectureConfig, options: TuneOptions,
     table = load_table(choice)
     choice.synthetic = choice.synthetic or table.synthetic
     main = suite.protocols(synthetic_fallback=choice.fallback)[0]
+    if main[1].leaky:
+        raise FbenchError(f"suite {suite.name!r} uses a paper's leaky protocol (validation is the test fold), so it "
+                          "has no validation part to score trials on; tune a suite whose protocol carves validation "
+                          "from training (leaky: false, e.g. multiview), then apply its best.yaml with tuned_from")
     if main[1].val_fraction <= 0:
         raise FbenchError(f"tuning scores on the validation part of a fold, but the main protocol of suite "
                           f"{suite.name!r} has val_fraction 0; give it one (e.g. --set protocol.val_fraction=0.1)")
@@ -278,7 +282,7 @@ def prepare_setup(suite: Suite, entry: ArchitectureConfig, options: TuneOptions,
                          progress=Progress(note=note))
     reduced = suite.model_copy(update={"architectures": [entry], "views": []})
     return TuningSetup(reduced, entry, split, options.fold, len(splits), context, str(choice.root.resolve()),
-                       table.synthetic, choice.fallback, budget)
+                       table.synthetic, choice.fallback, budget, table.fingerprint())
 
 
 @dataclass

@@ -240,3 +240,36 @@ def test_learning_rate_is_cut_after_nine_flat_epochs_as_in_keras() -> None:
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
     scheduler_step(scheduler, {"val_loss": 1.0})  # the ninth epoch without improvement
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+
+
+def _plateau_cuts(recipe: object, losses: list[float]) -> list[int]:
+    """The epochs (from 1) after which the recipe's ReduceLROnPlateau cut the learning rate, fed ``losses``."""
+    from fbench.engine.optim import build_optimizer, build_scheduler, scheduler_step
+
+    optimizer = build_optimizer(build(7), recipe)
+    scheduler = build_scheduler(optimizer, recipe, epochs=len(losses), steps_per_epoch=1)
+    cuts, lr = [], optimizer.param_groups[0]["lr"]
+    for epoch, loss in enumerate(losses, start=1):
+        scheduler_step(scheduler, {"val_loss": loss})
+        if optimizer.param_groups[0]["lr"] < lr:
+            cuts.append(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+    return cuts
+
+
+def test_plateau_min_delta_is_absolute_as_in_keras() -> None:
+    """Keras min_delta=1e-4 is absolute (loss < best - 1e-4); torch's default threshold is relative (loss <
+    best * (1 - 1e-4)). Below a loss of 1 the relative rule takes smaller steps for improvements: here epochs 2-10
+    each drop by 1e-5 (5e-6 is the relative bar at 0.05) but 9e-5 in all, under the absolute 1e-4, then 11-19
+    are flat. Keras (absolute) cuts after epoch 10, nine epochs without improvement; the relative rule after 19."""
+    from dataclasses import replace
+
+    from fbench.contract import Schedule
+
+    recipe = get_architecture("lanmsff").spec.recipe
+    assert recipe.schedule.params["threshold_mode"] == "abs" and recipe.schedule.params["threshold"] == 1e-4
+    losses = [0.05 - 1e-5 * k for k in range(10)] + [0.05 - 9e-5] * 9
+    assert _plateau_cuts(recipe, losses) == [10, 19]  # the second cut: nine more epochs without improvement
+    relative = {k: v for k, v in recipe.schedule.params.items() if k not in ("threshold", "threshold_mode")}
+    torch_default = replace(recipe, schedule=Schedule("reduce_on_plateau", relative))
+    assert _plateau_cuts(torch_default, losses) == [19]

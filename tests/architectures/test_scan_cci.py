@@ -158,3 +158,31 @@ def test_backbone_weights_errors(arch, tmp_path):
     with pytest.raises(FbenchError, match="resnet18.pth") as info:
         arch.build(7, backbone_weights=str(wrong))
     assert "torchvision-style ResNet-50" in str(info.value)
+
+
+def _norms(net: nn.Module) -> list[nn.Module]:
+    return [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+def test_bn_first_epoch_only_keeps_batchnorm_in_eval_mode_after_epoch_one(arch):
+    torch.manual_seed(0)
+    net = arch.build(7, bn_first_epoch_only=True, scan_branch=False).train()
+    net.train_epoch_start(1)
+    assert all(m.training for m in _norms(net))
+    net.train()  # what the engine does at the start of every epoch, before the hook
+    net.train_epoch_start(2)
+    assert net.training and not any(m.training for m in _norms(net))
+    before = net.trunk.bn1.running_mean.clone()
+    loss, _ = net.training_loss(torch.randn(1, 3, 224, 224), torch.tensor([3]), nn.CrossEntropyLoss())
+    loss.backward()
+    assert torch.equal(net.trunk.bn1.running_mean, before)  # running statistics frozen
+    assert net.trunk.bn1.weight.grad is not None  # the affine parameters still train, as in the released loop
+    default = arch.build(7, scan_branch=False).train()
+    default.train_epoch_start(2)
+    assert all(m.training for m in _norms(default))
+
+
+def test_a_trunk_from_scratch_is_noted_as_not_the_papers_setting(arch, tmp_path):
+    [note] = arch.setting_notes({})
+    assert note.startswith("trunk from scratch: not the paper's setting") and "backbone_weights" in note
+    assert arch.setting_notes({"backbone_weights": str(tmp_path / "resnet50.pth")}) == []

@@ -218,6 +218,25 @@ def test_official_without_val_carves_it_from_train() -> None:
     assert official(table, val_fraction=0).val == ()
 
 
+def test_official_caps_training_per_class_as_scan_ccis_affectnet_script() -> None:
+    table = make_table(split="no_val")
+    full = official(table, val_fraction=0)
+    capped = official(table, val_fraction=0, max_train_per_class=100)
+    assert_sound(capped, table)
+    labels = table.frame.set_index("sample_id")["label"]
+    counts = labels[list(capped.train)].value_counts()
+    assert (counts == 100).all() and len(counts) == LABELS  # 170 official training images per class before
+    for label in range(LABELS):  # the first ones by sample id, as the released reader keeps the first in its file
+        ids = sorted(i for i in full.train if labels[i] == label)
+        assert sorted(i for i in capped.train if labels[i] == label) == ids[:100]
+    assert capped.test == full.test and capped.params["max_train_per_class"] == 100
+    assert "max_train_per_class" not in full.params  # uncapped splits keep their digests
+    assert make_split(table, "official", **capped.params).digest() == capped.digest()
+    assert official(table, max_train_per_class=1000).train == official(table).train
+    with pytest.raises(FbenchError, match="max_train_per_class must be a positive integer"):
+        official(table, max_train_per_class=0)
+
+
 def test_official_maps_fer2013_names() -> None:
     table = make_table(split="with_val")
     table.frame["split"] = table.frame["split"].map({"train": "Training", "val": "PublicTest",

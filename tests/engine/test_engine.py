@@ -356,6 +356,35 @@ def test_multi_head_models_train_through_their_training_loss() -> None:
     assert result.history[-1]["train_accuracy"] > 0
 
 
+class EpochHooked(TinyNet):
+    """Records each epoch-start call and the mode it finds; from epoch 2 it puts its BatchNorm in eval mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(1)
+        self.calls: list[tuple[int, bool]] = []
+        self.norm_modes: list[bool] = []
+
+    def train_epoch_start(self, epoch: int) -> None:
+        self.calls.append((epoch, self.training))
+        if epoch > 1:
+            self.norm.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.norm_modes.append(self.norm.training)
+        return super().forward(self.norm(x))
+
+
+def test_the_epoch_start_hook_runs_after_train_mode_every_epoch() -> None:
+    torch.manual_seed(0)
+    model = EpochHooked()
+    fit(model, dataclasses.replace(QUICK, epochs=3, batch_size=32))
+    assert model.calls == [(1, True), (2, True), (3, True)]  # after model.train(), once per epoch
+    # 64 images in batches of 32: BatchNorm trains in epoch 1 only, although validation re-enters train mode
+    assert model.norm_modes == [True, True, False, False, False, False]
+
+
 def test_class_balanced_sampler_draws_classes_evenly() -> None:
     labels = torch.tensor([0] * 900 + [1] * 100)
     order = epoch_order(1000, "class_balanced", stream_generator(0, "sampler", torch.device("cpu")),

@@ -256,3 +256,13 @@ def test_report_folder(tmp_path: Path) -> None:
         report_folder(tmp_path, "multiview", "yesterday")
     with pytest.raises(FbenchError, match="suite name"):
         report_folder(tmp_path, "../etc")
+
+
+def test_leaky_numbers_and_departures_from_the_papers_are_said_at_the_leaderboard(tmp_path: Path) -> None:
+    note = "scan_cci: trunk from scratch: not the paper's setting (give options.backbone_weights=PATH)"
+    md = write_report(tmp_path / "leaky", make_data(setting_notes=[note]))["markdown"].read_text()
+    board = md.split("## Leaderboard")[1].split("\n## ")[0]
+    assert board.startswith(" (synthetic data) (leaky: model selection on the test fold)")
+    assert "- Leaky: model selection on the test fold: early stopping" in board and f"- {note}" in board
+    clean = write_report(tmp_path / "clean", make_data(leaky_protocol=None))["markdown"].read_text()
+    assert "leaky" not in clean.lower()

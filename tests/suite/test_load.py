@@ -278,6 +278,21 @@ def test_builtin_suites_are_packaged():
     assert {"ablations", "efficiency", "masked", "multiview", "occlusion", "smoke"} <= set(builtin_suites())
 
 
+def test_the_papers_released_protocols_are_packaged_leaky_and_the_default_stays_clean(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_suite("multiview").leaky_views() == [] and load_suite("multiview").protocol.val_fraction > 0
+    paper = load_suite("lanmsff-paper")
+    assert paper.leaky_views() == ["main"] and paper.leaky_views(synthetic_fallback=True) == ["main"]
+    assert (paper.protocol.kind, paper.protocol.folds, paper.protocol.val_fraction) == ("stratified_kfold", 10, 0)
+    faithful = load_suite("scan_cci-faithful", ["architectures.0.options.backbone_weights=/w/resnet50.pth"])
+    assert faithful.leaky_views() == ["main"] and faithful.leaky_views(synthetic_fallback=True) == ["main"]
+    assert faithful.protocol.params == {"max_train_per_class": 20000} and faithful.protocol.val_fraction == 0
+    [entry] = faithful.architectures
+    assert entry.options == {"bn_first_epoch_only": True, "backbone_weights": "/w/resnet50.pth"}
+    assert entry.recipe["lr"] == 0.001 and entry.recipe["early_stopping"]["restore_best"] is True
+    assert entry.recipe["early_stopping"]["monitor"] == "val_accuracy"
+
+
 @pytest.mark.parametrize("name", builtin_suites())
 def test_every_builtin_suite_validates(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -306,6 +306,14 @@ def test_multi_objective_gives_a_pareto_front(tmp_path, tiny_kdef, tiny_plugin):
     assert (result.best_path.parent / "pareto_front.png").is_file()
 
 
+def test_a_leaky_protocol_is_refused_before_any_trial(tmp_path, tiny_kdef, tiny_plugin):
+    protocol = {"kind": "stratified_kfold", "folds": 3, "val_fraction": 0.2, "leaky": True}
+    suite = load_suite(write_suite(tmp_path, tiny_plugin, protocol=protocol))
+    with pytest.raises(FbenchError, match="leaky protocol .* no validation part to score trials on"):
+        run_tune(suite, tune_options(tmp_path, tiny_kdef, trials=1))
+    assert not (tmp_path / "out").exists()
+
+
 def test_resuming_a_study_for_another_budget_is_refused(tmp_path, tiny_kdef, tiny_plugin):
     budgets = {"tune": {"max_epochs": 1}, "other": {"max_epochs": 2}}
     suite = load_suite(write_suite(tmp_path, tiny_plugin, budgets=budgets))
@@ -361,7 +369,8 @@ def test_best_yaml_round_trips_into_run_params_and_tuned_from(tmp_path, tiny_kde
     cells = prepare(load_suite(suite_path), options, Progress()).cells
     lanmsff = next(c for c in cells if c.architecture == "lanmsff")
     assert lanmsff.recipe.lr == 0.0042 and lanmsff.options["pwfs"] is False
-    assert lanmsff.recipe.schedule.params == {"factor": 0.5, "patience": 8, "monitor": "val_loss"}
+    assert lanmsff.recipe.schedule.params == {"factor": 0.5, "patience": 8, "threshold": 1e-4,
+                                              "threshold_mode": "abs", "monitor": "val_loss"}
     assert lanmsff.extra["tuned_from"]["trial"] == 3
 
 

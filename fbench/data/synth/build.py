@@ -222,7 +222,7 @@ def image_rng(seed: int, sex: str, number: int, session: int, expression: str, p
 
 
 def expression_aus(identity: Identity, expression: str, nuisance: Nuisance) -> np.ndarray:
-    """AU intensities of one image, ordered as ``synth_face.AU_NAMES``: the person's resting bias, the
+    """AU intensities of one image, ordered as ``fbench.data.synth.face.AU_NAMES``: the person's resting bias, the
     expression's AUs at the image's intensity, and stray activity."""
     recipe = EXPRESSION_AUS[expression]
     weights = np.array([recipe.get(au, 0.0) for au in AU_NAMES])
