@@ -31,7 +31,8 @@ def execute(suite: Suite, prepared: Prepared, options: RunOptions, progress: Pro
     context = RunContext(suite, prepared.table, Path(suite.output), device, prepared.splits, options.cache_dir,
                          options.retry_failed, progress)
     adopt_format1_folders(Path(suite.output), prepared.cells, progress.note)
-    finished = sum(1 for cell in prepared.cells if store.finished_result(context.folder(cell)) is not None)
+    finished = sum(1 for cell in prepared.cells if store.finished_result(context.folder(cell)) is not None
+                   and not store.damaged_files(context.folder(cell)))
     progress.start_suite(len(prepared.cells), finished)
 
     def done(outcome: CellOutcome) -> None:

@@ -97,12 +97,7 @@ def parse_condition(condition: str) -> tuple[str, dict[str, Any]]:
     if not name:
         raise FbenchError(f"condition {condition!r} has no perturbation name before ':'; e.g. {EXAMPLE}")
     params: dict[str, Any] = {}
-    for item in rest.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        key, sep, value = item.partition("=")
-        key, value = key.strip(), value.strip()
+    for item, key, sep, value in _items(rest):
         if not sep or not key or not value:
             raise FbenchError(f"condition {condition!r}: {item!r} is not key=value; e.g. {EXAMPLE}")
         if key in params:
@@ -126,13 +121,20 @@ def read_condition(condition: str) -> tuple[str, dict[str, Any]]:
     else:
         name, rest = text, ""
     params: dict[str, Any] = {}
-    for item in rest.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        key, sep, value = item.partition("=")
-        params[key.strip()] = parse_value(value.strip()) if sep else True
+    for _, key, sep, value in _items(rest):
+        params[key] = parse_value(value) if sep else True
     return name.strip(), params
+
+
+def _items(rest: str) -> list[tuple[str, str, bool, str]]:
+    """The comma-separated items after a condition's name: (item, key, whether it has '=', value), stripped;
+    the one grammar both readers share."""
+    items = []
+    for item in (part.strip() for part in rest.split(",")):
+        if item:
+            key, sep, value = item.partition("=")
+            items.append((item, key.strip(), bool(sep), value.strip()))
+    return items
 
 
 def perturbation_point(condition: str) -> tuple[str, str, float] | None:
