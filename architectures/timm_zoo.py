@@ -16,22 +16,8 @@ from typing import Any
 import timm
 import torch.nn as nn
 
-from fbench.contract import Architecture, ArchitectureSpec, Augment, Recipe, Schedule
+from fbench.contract import BASELINE_RECIPE, Architecture, ArchitectureSpec
 from fbench.errors import FbenchError, UnknownNameError, VariantError, close_matches
-
-BASELINE_RECIPE = Recipe(
-    optimizer="adamw",
-    lr=1e-3,
-    weight_decay=0.05,
-    schedule=Schedule("cosine", {"warmup_epochs": 2}),
-    epochs=60,
-    batch_size=64,
-    loss="cross_entropy",
-    label_smoothing=0.1,
-    augmentation=(Augment("hflip"), Augment("random_resized_crop", {"scale": (0.8, 1.0)})),
-    augmentation_mode="online",
-    source="fbench baseline recipe for timm models (not from a paper)",
-)
 
 
 @functools.lru_cache(maxsize=1)
@@ -53,14 +39,24 @@ def _create_model(model_name: str, num_classes: int, in_chans: int, img_size: in
             )
         # 'source': 'timm' makes timm take the file even for configs that name a hub.
         kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path), "source": "timm"})
-    if img_size is not None:
-        try:
-            return timm.create_model(model_name, img_size=img_size, **kwargs)
-        except TypeError as error:
-            if "img_size" not in str(error):
-                raise
-            # Convolutional models take any input size and have no img_size argument.
-    return timm.create_model(model_name, **kwargs)
+    try:
+        if img_size is not None:
+            try:
+                return timm.create_model(model_name, img_size=img_size, **kwargs)
+            except TypeError as error:
+                if "img_size" not in str(error):
+                    raise
+                # Convolutional models take any input size and have no img_size argument.
+        return timm.create_model(model_name, **kwargs)
+    except Exception as error:  # torch's weights-only unpickler raises anything (IndexError, UnpicklingError...)
+        if pretrained_file is None or isinstance(error, FbenchError):
+            raise
+        reason = " ".join(str(error).split())[:300]
+        raise FbenchError(
+            f"timm/{model_name}: pretrained_file {pretrained_file!r} could not be loaded as a checkpoint of "
+            f"this model ({type(error).__name__}: {reason}). Give a state dict saved with "
+            "torch.save(model.state_dict(), PATH), or leave pretrained_file unset to train from scratch"
+        ) from error
 
 
 class TimmFamily:

@@ -9,6 +9,7 @@ import argparse
 import fnmatch
 import json
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ import fbench
 from fbench.errors import FbenchError
 
 EXIT_BAD_INPUT = 2
+EXIT_TERMINATED = 128 + 15  # SIGTERM, as a shell reports a process it ends
 PARTIAL_HELP = ("rank architectures with missing, failed or corrupt cells against complete ones (default: they are "
                 "shown, marked incomplete, but not ranked)")
 
@@ -144,7 +146,8 @@ def _suite_parsers(commands: argparse._SubParsersAction) -> None:
     _cluster_options(run)
     run.add_argument("--retry-failed", action="store_true", help="run again the cells that failed before")
     run.add_argument("--on-error", choices=["raise", "skip"], default="raise",
-                     help="bad dataset files: stop (default) or skip them with a report")
+                     help="image files that are missing or do not decode (every file is decode-checked before "
+                          "training): stop naming them all (default) or skip them, listed in the report")
     run.add_argument("--no-report", action="store_true", help="skip the Markdown/HTML report")
     run.add_argument("--partial", action="store_true", help=PARTIAL_HELP)
 
@@ -212,6 +215,7 @@ def _cluster_resources(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("gpus_per_cell", "processes_per_cell", "cpus_per_cell", "time_min", "max_parallel"):
         if resources[key] is not None and resources[key] < (0 if key == "gpus_per_cell" else 1):
             raise FbenchError(f"--{key.replace('_', '-')} must be at least {0 if key == 'gpus_per_cell' else 1}")
+    _refuse_control_characters(args)
     if args.slurm_setup:
         resources["setup"] = list(args.slurm_setup)
     if args.slurm_param:
@@ -222,6 +226,20 @@ def _cluster_resources(args: argparse.Namespace) -> dict[str, Any]:
             params[key] = parse_override(f"x={value}")[1]  # YAML scalars: numbers, true/false
         resources["slurm_params"] = params
     return {key: value for key, value in resources.items() if value is not None}
+
+
+def _refuse_control_characters(args: argparse.Namespace) -> None:
+    """A newline in a SLURM value would add a line to the job script: refused before anything runs (and before
+    YAML reads a --slurm-param value, which would fold a newline into a space)."""
+    from fbench.suite.schema import control_character_problem
+
+    given = [("--partition", args.partition)] if args.partition else []
+    given += [("--slurm-setup", line) for line in args.slurm_setup or []]
+    given += [("--slurm-param", item) for item in args.slurm_param or []]
+    for flag, text in given:
+        problem = control_character_problem(text, flag)
+        if problem:
+            raise FbenchError(f"{problem} (got {text!r})")
 
 
 def _data_parser(commands: argparse._SubParsersAction) -> None:
@@ -248,7 +266,8 @@ def _data_parser(commands: argparse._SubParsersAction) -> None:
         action.add_argument("--data", action="append", default=[], metavar="NAME=PATH",
                             help="where a dataset lives (else $FBENCH_DATA_<NAME>)")
         action.add_argument("--on-error", choices=["raise", "skip"], default="raise",
-                            help="bad files: stop with an error (default) or skip them with a report")
+                            help="bad files (every image is decode-checked): stop naming them all (default) or "
+                                 "skip them and list them")
         if name == "info":
             action.add_argument("--json", action="store_true", help="print JSON")
         else:
@@ -325,8 +344,9 @@ def _architecture_row(name: str) -> dict[str, Any]:
     source = ARCHITECTURES.source_of(name)
     try:
         architecture = ARCHITECTURES.get(name)
-    except FbenchError as error:
-        return {"name": name, "source": source, "description": f"cannot load: {error}"}
+    except FbenchError as error:  # a broken plugin is listed as such; the other architectures stay usable
+        return {"name": name, "source": source, "input": "broken", "broken": True,
+                "description": f"broken: {error}"}
     return {
         "name": name,
         "source": source,
@@ -448,6 +468,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
                           ", ".join(f"{name} {n:,}" for name, n in summary[key].items()))
     if summary.get("sessions"):
         table.add_row("sessions", ", ".join(summary["sessions"]))
+    if summary.get("bad_files"):
+        table.add_row(f"bad files ({len(summary['bad_files'])}, left out)",
+                      "\n".join(f"{path}: {reason}" for path, reason in summary["bad_files"].items()))
     table.add_row("landmarks", "yes" if summary["landmarks"] else "no (canonical positions are used)")
     _console().print(table)
 
@@ -631,6 +654,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT
+    previous_handler = _handle_sigterm()
     try:
         from fbench.registry import load_plugins
 
@@ -643,9 +667,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"fbench: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        if isinstance(interrupt, Terminated):
+            resume = "; finished cells are kept and the same command resumes" if args.command == "run" else ""
+            print(f"fbench: terminated (SIGTERM){resume}", file=sys.stderr)
+            return EXIT_TERMINATED
         print("fbench: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what ``kill`` and SLURM send), raised like Ctrl-C so that every ``with`` and ``finally`` runs:
+    files being written are finished, MLflow runs end KILLED, cell locks are released, the UI's server stops."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once, as kill -9 would
+    raise Terminated()
+
+
+def _handle_sigterm() -> Any:
+    """Turn SIGTERM into :class:`Terminated` while the command runs; the previous handler (None outside the main
+    thread, where signals cannot be handled)."""
+    try:
+        return signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread
+        return None
 
 
 if __name__ == "__main__":

@@ -147,6 +147,30 @@ def _adapt_stats(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
     return tuple(values[i % len(values)] for i in range(channels))
 
 
+# The defaults of an architecture registered without a spec (``@register_architecture("name")``), as timm's
+# ``@register_model`` needs no config: RGB 224 x 224 input with ImageNet's normalisation and fbench's baseline
+# recipe (the one every timm baseline trains with, so that baselines are comparable).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+BASELINE_RECIPE = Recipe(
+    optimizer="adamw",
+    lr=1e-3,
+    weight_decay=0.05,
+    schedule=Schedule("cosine", {"warmup_epochs": 2}),
+    epochs=60,
+    batch_size=64,
+    loss="cross_entropy",
+    label_smoothing=0.1,
+    augmentation=(Augment("hflip"), Augment("random_resized_crop", {"scale": (0.8, 1.0)})),
+    augmentation_mode="online",
+    source="fbench baseline recipe for timm models (not from a paper)",
+)
+DEFAULT_SPEC = ArchitectureSpec(
+    input_size=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, recipe=BASELINE_RECIPE, num_classes=7,
+    paper="no spec given: fbench's defaults (3x224x224, ImageNet mean/std, baseline recipe)",
+)
+
+
 @dataclass(frozen=True)
 class VariantOption:
     """One declared variant option: a keyword-only parameter of the factory."""

@@ -23,6 +23,8 @@ from typing import Any
 
 import pandas as pd
 
+from fbench.data.files import unwritable
+from fbench.data.summary import bad_files
 from fbench.engine.devices import resolve_device
 from fbench.errors import FbenchError, did_you_mean
 from fbench.profile import profile_architecture
@@ -39,7 +41,7 @@ from fbench.score.completeness import Completeness, completeness
 from fbench.score.leaderboard import Leaderboard, build_leaderboards, collect_predictions
 from fbench.score.metrics import condition_metrics
 from fbench.suite.schema import Suite
-from fbench.tracking import CellJobLogger, TrackingTarget, log_cell, make_tracker, selection_tags
+from fbench.tracking import CellJobLogger, TrackingTarget, log_cell, make_tracker, selection_tags, skipped_image_tags
 
 
 @dataclass
@@ -53,6 +55,7 @@ class SuiteRun:
     num_classes: int
     completeness: Completeness = field(default_factory=Completeness)
     report: dict[str, Path] = field(default_factory=dict)
+    skipped_files: dict[str, str] = field(default_factory=dict)  # image files left out (--on-error skip): reason
 
     @property
     def failures(self) -> list[CellOutcome]:
@@ -85,7 +88,8 @@ def run_suite(suite: Suite, options: RunOptions | None = None, progress: Progres
                              [name for name, _ in suite.protocols(prepared.choice.fallback)])}
     with tracker:
         tracker.start_suite(suite.experiment, f"{suite.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                            {"suite": suite.to_dict(), "budget": prepared.budget, "cells": len(prepared.cells)}, tags)
+                            {"suite": suite.to_dict(), "budget": prepared.budget, "cells": len(prepared.cells)},
+                            {**tags, **skipped_image_tags(bad_files(prepared.table))})
 
         def done(outcome: CellOutcome) -> None:
             if not outcome.reused and not outcome.logged:
@@ -144,9 +148,12 @@ def score_and_report(suite: Suite, prepared: Prepared, outcomes: list[CellOutcom
     leaderboards = build_leaderboards(predictions, table.num_classes, table.label_names, completeness=found,
                                       partial=options.partial)
     run = SuiteRun(suite, prepared.choice, prepared.cells, outcomes, leaderboards, prepared.budget,
-                   table.num_classes, found)
+                   table.num_classes, found, skipped_files=bad_files(table))
     if options.write_report and leaderboards:
-        run.report = write_suite_report(run, device)
+        try:
+            run.report = write_suite_report(run, device)
+        except OSError as error:  # the cells are kept: `fbench leaderboard` or a rerun writes the report
+            raise unwritable(error.filename or suite.reports, error) from None
     return run
 
 

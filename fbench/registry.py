@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from fbench.contract import Architecture, ArchitectureSpec
-from fbench.errors import DuplicateNameError, PluginError, UnknownNameError, close_matches
+from fbench.contract import DEFAULT_SPEC, Architecture, ArchitectureSpec
+from fbench.errors import DuplicateNameError, FbenchError, PluginError, UnknownNameError, close_matches
 
 T = TypeVar("T")
 
@@ -59,10 +59,17 @@ def import_target(target: str, what: str) -> Any:
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
+    except FbenchError:
+        raise  # the plugin's own registration problem (a name taken twice, a bad spec) already names itself
     except ImportError as error:
         raise PluginError(
             f"cannot import {what} from {target!r}: {error}. Install the package that provides "
             f"{module_name!r}, or fix the name"
+        ) from error
+    except Exception as error:  # the plugin's own code raised while importing: contain it (--debug shows it)
+        raise PluginError(
+            f"{what} from {target!r} failed to import: {_describe(error)}. Fix the plugin, or uninstall the "
+            f"package that provides {module_name!r} (--debug shows the traceback)"
         ) from error
     if not attr:
         return module
@@ -247,14 +254,16 @@ ARCHITECTURES.register_lazy("scan_cci", "fbench.architectures.scan_cci:scan_cci"
 ARCHITECTURES.register_family("timm", "fbench.architectures.timm_zoo:TimmFamily", source="fbench built-in")
 
 
-def register_architecture(name: str, *, spec: ArchitectureSpec, description: str = ""
+def register_architecture(name: str, *, spec: ArchitectureSpec | None = None, description: str = ""
                           ) -> Callable[[Callable[..., Any]], Architecture]:
     """Decorate a model factory ``f(num_classes, *, option=default, ...)`` to register it under ``name``.
 
-    The decorated name becomes an ``Architecture`` (callable like the factory)."""
+    Without ``spec`` the architecture takes fbench's defaults (``fbench.contract.DEFAULT_SPEC``: 3x224x224 input,
+    ImageNet mean/std, 7 classes, the baseline recipe of the timm models). The decorated name becomes an
+    ``Architecture`` (callable like the factory)."""
 
     def decorate(factory: Callable[..., Any]) -> Architecture:
-        architecture = Architecture.from_factory(name, factory, spec, description)
+        architecture = Architecture.from_factory(name, factory, DEFAULT_SPEC if spec is None else spec, description)
         return ARCHITECTURES.register(name, architecture, source=architecture.source)
 
     return decorate
@@ -287,9 +296,25 @@ def _import_file(path: Path) -> None:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception:
+    except FbenchError:
         del sys.modules[name]
         raise
+    except Exception as error:  # the plugin's own code raised: one line naming it (--debug shows the traceback)
+        del sys.modules[name]
+        raise PluginError(
+            f"plugin file {str(path)!r} failed to import: {_describe(error)}. Fix the plugin file "
+            "(--debug shows the traceback)"
+        ) from error
+
+
+def _describe(error: BaseException) -> str:
+    """``ValueError: message`` on one line (a SyntaxError with its line number)."""
+    if isinstance(error, SyntaxError) and error.lineno is not None:
+        text = f"{error.msg} (line {error.lineno})"
+    else:
+        text = str(error)
+    text = " ".join(text.split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 # Datasets and perturbations: instances of fbench.data.adapter.DatasetAdapter and

@@ -15,6 +15,7 @@ For a local SQLite store, each experiment keeps its artifacts beside the databas
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,9 +25,11 @@ import os
 import posixpath
 import random
 import re
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from fbench.data.files import WHAT_TO_DO
 from fbench.errors import FbenchError
 from fbench.run import store
 from fbench.run.cell import CellOutcome
@@ -281,10 +285,12 @@ class MlflowTracker(Tracker):
 
         database = _sqlite_path(self.uri) if self.uri is not None else None
         if database is not None:
-            database.parent.mkdir(parents=True, exist_ok=True)
-        self.client: MlflowClient = MlflowClient(tracking_uri=self.uri)
+            check_writable_database(database)
+            self.client: MlflowClient = _open_sqlite_store(self.uri, database)
+        else:
+            self.client = MlflowClient(tracking_uri=self.uri)
         if database is not None:  # parallel cell jobs write to one SQLite file: wait out its lock
-            self.client = _RetryOnLock(self.client)  # type: ignore[assignment]
+            self.client = _RetryOnLock(self.client, database)  # type: ignore[assignment]
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self._ended = False
@@ -410,14 +416,56 @@ class MlflowTracker(Tracker):
                 log.warning("artifact %s does not exist; not logged to MLflow run %s", path, run_id)
 
 
+UNWRITABLE_STORE = ("readonly database", "unable to open database file", "disk I/O error",
+                    "database or disk is full")
+STORE_ADVICE = "point --tracking-uri at a writable place, or run with --no-tracking"
+
+
+def check_writable_database(database: Path) -> None:
+    """Refuse, with one line naming it, an SQLite store that cannot be written: its folder (SQLite writes its
+    journal beside the database) or the file itself. MLflow would otherwise retry for a minute, then fail with a
+    SQLAlchemy traceback."""
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, probe = tempfile.mkstemp(prefix=f".{database.name}.", suffix=".probe", dir=database.parent)
+        os.close(descriptor)
+        os.unlink(probe)
+        if database.exists():
+            with database.open("r+b"):
+                pass
+    except OSError as error:
+        in_the_way = error.filename is not None and Path(error.filename) in database.parents  # a file as a folder
+        where = f" ({error.filename})" if in_the_way else ""
+        advice = WHAT_TO_DO.get(error.errno or 0, f"make {database.parent} writable")
+        raise FbenchError(f"cannot write the MLflow store {database}{where}: {error.strerror or error}; {advice}; "
+                          f"or {STORE_ADVICE}") from None
+
+
+def _open_sqlite_store(uri: str, database: Path, wait: float = 120.0) -> MlflowClient:
+    """A client of the SQLite store at ``database``, opened under a lock file beside it: MLflow creates a new
+    store's tables on first open, and two processes doing that at once fail ("table ... already exists")."""
+    from mlflow import MlflowClient
+
+    lock = store.CellLock(database.parent, heartbeat=5.0, stale_seconds=wait, name=f".{database.name}.open.lock")
+    deadline = time.monotonic() + wait
+    while lock.acquire() is not None and time.monotonic() < deadline:
+        time.sleep(0.1)  # another process is opening (maybe creating) the store
+    try:
+        return MlflowClient(tracking_uri=uri)
+    finally:
+        lock.release()
+
+
 class _RetryOnLock:
     """An ``MlflowClient`` whose calls are retried while SQLite reports ``database is locked`` (another cell
-    job is writing). A locked write commits nothing, so retrying it cannot log twice."""
+    job is writing). A locked write commits nothing, so retrying it cannot log twice. A store that cannot be
+    written (read-only, full) is an FbenchError naming the database."""
 
     ATTEMPTS = 12
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, database: Path | None = None) -> None:
         self._client = client
+        self._database = database
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._client, name)
@@ -429,6 +477,10 @@ class _RetryOnLock:
                 try:
                     return value(*args, **kwargs)
                 except Exception as error:  # MlflowException wraps SQLAlchemy's OperationalError
+                    problem = next((text for text in UNWRITABLE_STORE if text in str(error)), None)
+                    if problem is not None:
+                        raise FbenchError(f"cannot write the MLflow store {self._database or 'database'}: "
+                                          f"{problem}; {STORE_ADVICE}") from None
                     if "database is locked" not in str(error) or attempt == self.ATTEMPTS - 1:
                         raise
                     log.debug("MLflow store is locked (%s); retrying %s", error, name)
@@ -456,6 +508,16 @@ def make_tracker(enabled: bool, uri: str | None = None) -> Tracker:
 
 
 # --------------------------------------------------------------------------------------------------- cells
+
+
+def skipped_image_tags(bad: Mapping[str, str]) -> dict[str, str]:
+    """The parent run's tags for image files left out (``--on-error skip``): ``skipped_images`` (the count) and
+    ``skipped_image_files`` (``path (reason); ...``, truncated to MLflow's tag length; the report folder's
+    ``skipped-images.txt`` artifact holds them all). Nothing when no file was left out."""
+    if not bad:
+        return {}
+    return {"skipped_images": str(len(bad)),
+            "skipped_image_files": "; ".join(f"{path} ({reason})" for path, reason in bad.items())}
 
 
 def selection_tags(leaky_views: Sequence[str], views: Sequence[str]) -> dict[str, str]:
@@ -564,7 +626,9 @@ def _experiment_fragment(uri: str, experiment: str | None) -> str:
 def run_ui(uri: str | None = None, host: str = "127.0.0.1", port: int = 5000, experiment: str | None = None) -> int:
     """Serve the MLflow UI for ``uri`` (default as for tracking) until Ctrl-C; returns the server's exit status.
 
-    Prints the address (of ``experiment``'s page, when named). Ctrl-C stops the server and returns 0.
+    Prints the address (of ``experiment``'s page, when named). The server runs in a process group of its own,
+    stopped whole (its workers too) when this function leaves: Ctrl-C returns 0; another KeyboardInterrupt (the
+    CLI's SIGTERM) is raised again once the server is stopped and its port free.
     """
     resolved = _resolve_uri(uri)
     _check_store(resolved)
@@ -573,15 +637,24 @@ def run_ui(uri: str | None = None, host: str = "127.0.0.1", port: int = 5000, ex
     shown = f"[{host}]" if ":" in host else host
     address = f"http://{shown}:{port}/{_experiment_fragment(resolved, experiment)}"
     print(f"MLflow UI for {resolved}\n  {address}\n  (Ctrl-C to stop)", flush=True)
-    process = subprocess.Popen(ui_command(resolved, host, port))
+    process = subprocess.Popen(ui_command(resolved, host, port), start_new_session=True)
     try:
         return process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    except KeyboardInterrupt as interrupt:
+        stop_process_group(process)
         print("MLflow UI stopped.", flush=True)
+        if type(interrupt) is not KeyboardInterrupt:
+            raise
         return 0
+
+
+def stop_process_group(process: subprocess.Popen, grace: float = 2.0) -> None:
+    """Stop ``process`` and every process of its group (it leads one: ``start_new_session``): SIGTERM, then
+    SIGKILL when the leader has not ended after ``grace`` seconds; what is left of the group is killed."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)  # workers that outlived the leader, or a leader that would not end
+    process.wait()

@@ -111,3 +111,63 @@ def test_console_script_exit_status_and_suggestion():
     assert completed.returncode == 2
     assert "Did you mean 'lanmsff'" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_plugin_that_raises_is_one_line_and_exit_2(capsys, tmp_path):
+    plugin = tmp_path / "raises.py"
+    plugin.write_text("raise ValueError('my plugin is broken on purpose')\n")
+    status, _, err = run(capsys, "--plugin", str(plugin), "list", "architectures")
+    assert status == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "raises.py" in err and "ValueError: my plugin is broken on purpose" in err
+
+
+def test_broken_entry_point_is_listed_as_broken(capsys, monkeypatch, tmp_path, clean_architectures):
+    # entry points are lazy entries (Registry.discover): one missing, one whose import raises
+    clean_architectures.register_lazy("broken_fer", "fbench_no_such_plugin_pkg:model", source="entry point of x")
+    (tmp_path / "fbench_raising_entry.py").write_text("raise RuntimeError('entry point broken on purpose')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    clean_architectures.register_lazy("raising_fer", "fbench_raising_entry:model", source="entry point of y")
+    status, out, _ = run(capsys, "list", "architectures", "--json")
+    assert status == 0
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert rows["broken_fer"]["broken"] is True
+    assert "fbench_no_such_plugin_pkg" in rows["broken_fer"]["description"]
+    assert rows["raising_fer"]["broken"] is True
+    assert "RuntimeError: entry point broken on purpose" in rows["raising_fer"]["description"]
+    assert "lanmsff" in rows and not rows["lanmsff"].get("broken")
+    status, _, err = run(capsys, "profile", "broken_fer")
+    assert status == 2 and "broken_fer" in err and "Traceback" not in err
+
+
+def test_specless_plugin_is_listed_and_profiled(capsys, tmp_path, clean_architectures):
+    plugin = tmp_path / "tinyfer.py"
+    plugin.write_text(
+        "import torch.nn as nn\n"
+        "from fbench.registry import register_architecture\n"
+        "@register_architecture('tinyfer')\n"
+        "def tinyfer(num_classes: int) -> nn.Module:\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 8, stride=8), nn.Flatten(), nn.Linear(3136, num_classes))\n"
+    )
+    try:
+        status, out, err = run(capsys, "--plugin", str(plugin), "list", "architectures", "--json")
+        assert status == 0, err
+        rows = {row["name"]: row for row in json.loads(out)}
+        assert rows["tinyfer"]["input"] == "3x224x224"
+        status, out, err = run(capsys, "profile", "tinyfer", "--plugin", str(plugin))
+        assert status == 0, err
+        assert "tinyfer" in out
+    finally:
+        sys.modules.pop("fbench_plugin_tinyfer", None)
+
+
+@pytest.mark.parametrize("flag, value", [("--partition", "gpu\n#SBATCH --account=x"),
+                                         ("--slurm-param", "qos=high\n#SBATCH --x"),
+                                         ("--slurm-setup", "module load cuda\r")])
+def test_control_characters_in_slurm_flags_exit_2_before_anything_runs(capsys, tmp_path, monkeypatch, flag, value):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "suite.yaml").write_text("name: tiny\narchitectures:\n  - name: lanmsff\n")
+    status, _, err = run(capsys, "run", "suite.yaml", "--executor", "slurm", flag, value)
+    assert status == 2
+    assert f"{flag} may not hold control characters such as a newline" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["suite.yaml"]  # nothing built, nothing tracked

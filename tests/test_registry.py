@@ -147,3 +147,49 @@ def test_entry_point_colliding_with_a_builtin_raises(monkeypatch):
     monkeypatch.setattr("importlib.metadata.entry_points", lambda group: points)
     with pytest.raises(DuplicateNameError, match="'joiner' is registered twice"):
         registry.names()
+
+
+def test_plugin_file_that_raises_is_one_error_naming_it(tmp_path):
+    plugin = tmp_path / "raises.py"
+    plugin.write_text("raise RuntimeError('the plugin is broken on purpose')\n")
+    with pytest.raises(PluginError, match=r"plugin file '.*raises\.py' failed to import: RuntimeError: the plugin is "
+                                          r"broken on purpose") as error:
+        load_plugins([str(plugin)])
+    assert isinstance(error.value.__cause__, RuntimeError)  # --debug shows the plugin's own traceback
+    assert "fbench_plugin_raises" not in sys.modules
+
+
+def test_plugin_module_that_raises_is_one_error_naming_it(tmp_path, monkeypatch):
+    (tmp_path / "fbench_raising_plugin.py").write_text("import os\nos.environ['X'] = 1  # TypeError\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginError, match="plugin from 'fbench_raising_plugin' failed to import: TypeError"):
+        load_plugins(["fbench_raising_plugin"])
+
+
+def test_broken_entry_point_fails_only_when_used(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    registry: Registry[object] = Registry("thing", entry_point_group="fbench.test_group")
+    points = [EntryPoint(name="joiner", value="os.path:join", group="fbench.test_group"),
+              EntryPoint(name="broken", value="fbench_no_such_module_xyz:model", group="fbench.test_group")]
+    monkeypatch.setattr("importlib.metadata.entry_points", lambda group: points)
+    assert registry.names() == ["broken", "joiner"]  # listing names imports nothing
+    import os.path
+
+    assert registry.get("joiner") is os.path.join
+    with pytest.raises(PluginError, match="thing 'broken'.*fbench_no_such_module_xyz"):
+        registry.get("broken")
+
+
+def test_architecture_without_a_spec_takes_the_documented_defaults(clean_architectures):
+    from fbench.contract import BASELINE_RECIPE, DEFAULT_SPEC
+
+    @register_architecture("specless")
+    def specless(num_classes: int) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 224 * 224, num_classes))
+
+    spec = get_architecture("specless").spec
+    assert spec is DEFAULT_SPEC
+    assert spec.input_size == (3, 224, 224)
+    assert spec.mean == (0.485, 0.456, 0.406) and spec.std == (0.229, 0.224, 0.225)
+    assert spec.recipe is BASELINE_RECIPE and spec.recipe.optimizer == "adamw"

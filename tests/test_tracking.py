@@ -254,7 +254,7 @@ def test_ui_starts_the_server(logged: dict, monkeypatch: pytest.MonkeyPatch, cap
     started = []
 
     class FakeProcess:
-        def __init__(self, command: list[str]) -> None:
+        def __init__(self, command: list[str], **options: object) -> None:
             started.append(command)
 
         def wait(self, timeout: float | None = None) -> int:
@@ -264,3 +264,39 @@ def test_ui_starts_the_server(logged: dict, monkeypatch: pytest.MonkeyPatch, cap
     assert run_ui(logged["uri"], port=0, experiment="multiview-test") == 0
     assert started == [ui_command(logged["uri"], "127.0.0.1", 0)]
     assert f"#/experiments/{logged['experiment'].experiment_id}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("where", ["proc", "file"])
+def test_an_unwritable_store_is_one_line(tmp_path: Path, where: str) -> None:
+    """Places root cannot write either (tests run as root): /proc, and a file standing where a folder should be."""
+    (tmp_path / "afile").write_text("not a folder")
+    database = Path("/proc/mlflow.db") if where == "proc" else tmp_path / "afile" / "mlflow.db"
+    with pytest.raises(FbenchError, match=f"^cannot write the MLflow store {database}.*--no-tracking") as raised:
+        MlflowTracker(f"sqlite:///{database}")
+    assert "\n" not in str(raised.value)
+
+
+def test_a_store_that_turns_read_only_is_one_line(tmp_path: Path) -> None:
+    class ReadOnly:
+        def create_run(self, *args: object, **kwargs: object) -> None:
+            raise RuntimeError("(sqlite3.OperationalError) attempt to write a readonly database")
+
+    client = tracking._RetryOnLock(ReadOnly(), tmp_path / "mlflow.db")
+    with pytest.raises(FbenchError, match=f"MLflow store {tmp_path / 'mlflow.db'}: readonly database; point"):
+        client.create_run("0")
+
+
+def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """MLflow creates a new SQLite store's tables on first open; fbench opens it under a lock file, so that
+    concurrent runs of a suite starting together do not fail with "table ... already exists"."""
+    pytest.importorskip("mlflow")
+    script = ("import sys; from fbench.tracking import MlflowTracker; t = MlflowTracker(sys.argv[1]); "
+              "t.start_suite('race', 'r', {}, {}); t.end()")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    processes = [subprocess.Popen([sys.executable, "-c", script, uri], stderr=subprocess.PIPE, text=True)
+                 for _ in range(3)]
+    errors = [process.communicate(timeout=120)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], errors
+    client = MlflowTracker(uri).client
+    assert len(client.search_runs([client.get_experiment_by_name("race").experiment_id])) == 3
+    assert not [p.name for p in tmp_path.iterdir() if "lock" in p.name]

@@ -129,8 +129,9 @@ def decode_row(adapter: DatasetAdapter, table: SampleTable, row: int, size: tupl
     try:
         image = adapter.read_image(table, row)
     except UnreadableImageError as error:
-        raise FbenchError(f"{error} (dataset {table.dataset!r}); re-read the dataset with --on-error skip "
-                          "to leave it out") from None
+        raise FbenchError(f"{error} (dataset {table.dataset!r}): the file changed after the dataset was checked "
+                          "while loading (or the adapter's verify_images is off); run again to check it, and "
+                          "--on-error skip leaves it out") from None
     square, found = _square(table, row, image, crop)
     face = resize(to_channels(crop_square(image, square), channels), height, width)
     return face.transpose(2, 0, 1), landmarks_in_crop(landmarks, square), found
@@ -188,7 +189,8 @@ def build_cache(table: SampleTable, size: tuple[int, int, int], crop: Crop | Non
     """The cache of ``table`` at ``size`` = (channels, height, width): loaded when present and sound, else built
     (a damaged cache is named through ``note`` and built again).
 
-    Unreadable images are errors here: adapters report and skip bad files before a cache is built."""
+    Unreadable images are errors here: adapters decode-check every file while loading and report or skip the bad
+    ones (``on_error``) before a cache is built."""
     crop = resolve_crop(table, crop)
     key = cache_key(table, size, crop)
     channels, height, width = size

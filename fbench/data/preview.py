@@ -1,7 +1,9 @@
-"""A preview grid: a few faces of a dataset, one per (label, pose) group, optionally under a perturbation."""
+"""A preview grid: a few faces of a dataset, one per (label, pose) group, optionally under a perturbation, written
+atomically (a place that cannot be written is an FbenchError naming it)."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, cast
@@ -11,6 +13,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from fbench.data.cache import decode_rows
+from fbench.data.files import write_atomic
 from fbench.data.table import KDEF_POSES, SampleTable
 from fbench.perturb.apply import apply_condition
 from fbench.suite.conditions import CLEAN
@@ -62,6 +65,7 @@ def preview_grid(table: SampleTable, out: Path, *, condition: str | None = None,
         record = table.frame.iloc[row]
         caption = names[int(record["label"])] + (f" {record['pose']}" if record["pose"] else "")
         draw.text((x + 3, y + tile + 2), caption, fill="black")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
-    return out
+    image_format = Image.registered_extensions().get(Path(out).suffix.lower(), "PNG")  # no known suffix: PNG
+    encoded = io.BytesIO()
+    sheet.save(encoded, format=image_format)
+    return write_atomic(out, encoded.getvalue())  # an unwritable place: an FbenchError naming it

@@ -1,10 +1,25 @@
-"""What a sample table holds, for `fbench data info` and for logs."""
+"""What a sample table holds, for `fbench data info` and for logs, and the image files it left out."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from fbench.data.images import IMAGE_PROBLEMS
 from fbench.data.table import SampleTable
+
+
+def bad_files(table: SampleTable) -> dict[str, str]:
+    """The image files the table left out because they do not decode or are missing, as {path: reason}
+    (``on_error="skip"``; under ``"raise"`` loading fails instead). Paths are relative to the table's root."""
+    return {where: reason for reason, places in table.report.skipped.items() if reason in IMAGE_PROBLEMS
+            for where in places}
+
+
+def bad_files_text(bad: dict[str, str], limit: int = 20) -> str:
+    """``path (reason), ...`` for the first ``limit`` bad files, then how many more."""
+    items = [f"{path} ({reason})" for path, reason in bad.items()]
+    more = f", and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
 
 
 def summarize(table: SampleTable) -> dict[str, Any]:
@@ -25,6 +40,7 @@ def summarize(table: SampleTable) -> dict[str, Any]:
         "landmarks": table.has_landmarks,
         "aligned": table.aligned,
         "skipped": {reason: len(where) for reason, where in table.report.skipped.items()},
+        "bad_files": bad_files(table),
     }
     if "session" in frame.columns:
         summary["sessions"] = sorted(str(s) for s in frame["session"].unique() if s)

@@ -14,6 +14,8 @@ from typing import Any
 import pandas as pd
 import torch
 
+from fbench.data.files import write_atomic
+from fbench.data.summary import bad_files_text
 from fbench.profile import count_macs, count_parameters
 from fbench.registry import get_architecture
 from fbench.report.document import report_folder, write_report
@@ -23,6 +25,9 @@ from fbench.run.context import setting_notes
 from fbench.score.leaderboard import Leaderboard, condition_frame, efficiency_frame
 from fbench.suite.schema import budget_cuts
 from fbench.tracking import environment_tags, git_commit
+
+# Beside the report: every image file left out under --on-error skip, "path<TAB>reason" per line.
+SKIPPED_IMAGES_FILE = "skipped-images.txt"
 
 
 def architecture_profiles(run: Any, output: Path) -> dict[str, dict[str, Any]]:
@@ -53,6 +58,9 @@ def _provenance(run: Any, device: str) -> dict[str, Any]:
         **({"tuned from (fbench tune)": run.suite.tuned_from} if run.suite.tuned_from else {}),
         "dataset": f"{run.dataset.name} at {run.dataset.root}"
                    + (f" (from {run.dataset.origin})" if getattr(run.dataset, "origin", "") else ""),
+        **({"image files left out (--on-error skip)": f"{len(run.skipped_files)}: "
+                                                      f"{bad_files_text(run.skipped_files, limit=50)}"}
+           if getattr(run, "skipped_files", None) else {}),
         "git commit": git_commit() or "unknown",
         "device": device,
         "command": " ".join(sys.argv),
@@ -79,6 +87,10 @@ def write_suite_report(run: Any, device: str) -> dict[str, Path]:
         paths = write_report(target, data)
         if board.view == "main" or not written:
             written = paths
+    if getattr(run, "skipped_files", None):
+        listing = folder / SKIPPED_IMAGES_FILE
+        write_atomic(listing, "".join(f"{path}\t{reason}\n" for path, reason in run.skipped_files.items()).encode())
+        written = {**written, "skipped_images": listing}
     return written
 
 

@@ -1,9 +1,11 @@
 """One cell: train its model, predict its test part under every condition, and write its folder.
 
-:func:`run_cell` reuses a cell whose folder holds a result; otherwise it trains the cell on its inputs
-(:mod:`fbench.run.inputs`), predicts the test part clean and under each perturbation, scores the predictions and
-writes the folder (:mod:`fbench.run.store`), ``result.json`` last. A NaN loss makes the cell ``failed`` with its
-reason; the suite goes on.
+:func:`run_cell` reuses a cell whose folder holds a result; otherwise it takes the cell's lock
+(:class:`fbench.run.store.CellLock`), trains the cell on its inputs (:mod:`fbench.run.inputs`), predicts the test
+part clean and under each perturbation, scores the predictions and writes the folder (:mod:`fbench.run.store`),
+``result.json`` last. A NaN loss makes the cell ``failed`` with its reason; the suite goes on. A cell whose lock
+another live process holds raises :class:`CellBusy` (the local executor comes back to it later), or is waited for
+(cluster jobs), then reused.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,8 @@ from fbench.run.provenance import environment_tags
 from fbench.score.metrics import condition_metrics
 from fbench.suite.conditions import CLEAN, is_clean, subset_column
 
+BUSY_POLL_SECONDS = 2.0  # how often a process waiting for another's cell looks again
+
 
 @dataclass
 class CellOutcome:
@@ -43,6 +48,15 @@ class CellOutcome:
     reason: str = ""
     seconds: float = 0.0
     logged: bool = False  # a cluster job already logged the cell to MLflow
+
+
+class CellBusy(Exception):
+    """A cell another live process is running (it holds the cell's lock): come back to it later."""
+
+    def __init__(self, cell: Cell, holder: store.LockHolder) -> None:
+        super().__init__(f"cell {cell.name} ({cell.key}) is being run by {holder.describe()}")
+        self.cell = cell
+        self.holder = holder
 
 
 def cell_spec(cell: Cell) -> ArchitectureSpec:
@@ -77,12 +91,43 @@ def reused_outcome(cell: Cell, folder: Path, retry_failed: bool,
     return None
 
 
-def run_cell(cell: Cell, context: RunContext) -> CellOutcome:
-    """Train and evaluate one cell, or reuse it when its folder holds a result."""
+@contextmanager
+def claimed(cell: Cell, folder: Path, retry_failed: bool, note: Callable[[str], None] = lambda text: None,
+            wait: bool = False, poll: float = BUSY_POLL_SECONDS) -> Iterator[CellOutcome | None]:
+    """Claim a cell: yields its reused outcome when its folder holds a result (also one another process wrote
+    while this one waited), else None while this process holds the cell's lock (released on leaving). A cell
+    whose lock another live process holds raises :class:`CellBusy`, or with ``wait`` is waited for."""
+    while True:
+        reused = reused_outcome(cell, folder, retry_failed)
+        if reused is not None:
+            yield reused
+            return
+        lock = store.CellLock(folder)
+        holder = lock.acquire()
+        if holder is None:
+            break
+        if not wait:
+            raise CellBusy(cell, holder)
+        time.sleep(poll)
+    try:  # checked again under the lock (finished by another process just before), and damage said once, here
+        yield reused_outcome(cell, folder, retry_failed, note)
+    finally:
+        lock.release()
+
+
+def run_cell(cell: Cell, context: RunContext, lock: bool = True, wait: bool = False) -> CellOutcome:
+    """Train and evaluate one cell, or reuse it when its folder holds a result. The cell's lock is taken first
+    (unless ``lock`` is False: a caller holds it); another live holder raises :class:`CellBusy`, or with ``wait``
+    is waited for."""
     folder = context.folder(cell)
-    reused = reused_outcome(cell, folder, context.retry_failed, context.progress.note)
-    if reused is not None:
-        return reused
+    if not lock:
+        reused = reused_outcome(cell, folder, context.retry_failed, context.progress.note)
+        return reused if reused is not None else _train_cell(cell, context, folder)
+    with claimed(cell, folder, context.retry_failed, context.progress.note, wait) as reused:
+        return reused if reused is not None else _train_cell(cell, context, folder)
+
+
+def _train_cell(cell: Cell, context: RunContext, folder: Path) -> CellOutcome:
     started = time.perf_counter()
     store.write_json(folder / store.CONFIG, cell.to_dict())
     split = context.splits[cell.view][cell.fold]

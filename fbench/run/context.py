@@ -19,8 +19,10 @@ import torch
 from fbench.data.cache import CachedImages, build_cache
 from fbench.data.locate import DatasetLocation, env_var, given_location, no_location_error, read_location
 from fbench.data.splits import Split, all_folds
+from fbench.data.summary import bad_files, bad_files_text
 from fbench.data.synth.build import SynthConfig, build_synthetic_kdef
 from fbench.data.table import SampleTable
+from fbench.errors import FbenchError
 from fbench.registry import get_architecture
 from fbench.run.cells import Cell, expand_cells, protocol_arguments
 from fbench.suite.conditions import is_subset, subset_column
@@ -30,6 +32,8 @@ SYNTHETIC_FOLDER = Path("data") / "synth-kdef"
 # The fallback set: KDEF's 70 identities x 7 expressions x 5 poses, one session (2,450 images) so that its first
 # build and decode stay within a quick suite's time on a CPU; `fbench data synth` builds the two-session set.
 FALLBACK_SESSIONS = 1
+# The fewest images of each class a split's train and test parts may hold.
+MIN_PER_CLASS = 2
 
 
 @dataclass
@@ -117,15 +121,48 @@ def load_table(choice: DatasetChoice, on_error: str = "raise") -> SampleTable:
 
 
 def split_table(table: SampleTable, protocols: Iterable[tuple[str, ProtocolConfig]]) -> dict[str, list[Split]]:
-    """Every protocol's splits (by view name), checked for disjointness."""
+    """Every protocol's splits (by view name), checked for disjointness and for enough images of each class."""
+    check_classes(table)
     splits = {}
     for view, protocol in protocols:
         stored = protocol_arguments(protocol.kind, protocol.split_kwargs())
         made = all_folds(table, stored["kind"], **stored["arguments"])
-        for split in made:
+        for number, split in enumerate(made):
             split.check(table)
+            check_split_classes(table, split, view if len(made) == 1 else f"{view} split {number + 1}/{len(made)}")
         splits[view] = made
     return splits
+
+
+def class_counts(table: SampleTable, sample_ids: Iterable[str] | None = None) -> dict[str, int]:
+    """Images per class name, of the whole table or of ``sample_ids``."""
+    frame = table.frame if sample_ids is None else table.frame[table.frame["sample_id"].isin(list(sample_ids))]
+    counts = frame["label"].value_counts().sort_index()
+    return {table.label_names[int(label)]: int(n) for label, n in zip(counts.index.to_numpy(), counts.to_numpy())}
+
+
+def check_classes(table: SampleTable) -> None:
+    """Refuse a dataset with fewer than two classes: accuracy on it says nothing (100 % by construction)."""
+    counts = class_counts(table)
+    if len(counts) < 2:
+        held = ", ".join(f"{name}: {n} images" for name, n in counts.items()) or "no images"
+        raise FbenchError(f"dataset {table.dataset!r} at {table.root} holds {len(counts)} class ({held}); a "
+                          f"classifier needs at least 2. Point --data {table.dataset}=PATH at the whole dataset "
+                          "(one folder or file per expression)")
+
+
+def check_split_classes(table: SampleTable, split: Split, where: str) -> None:
+    """Refuse a split whose train or test part holds fewer than ``MIN_PER_CLASS`` images of a class the dataset
+    has: the model cannot learn it, or its accuracy rests on one image."""
+    wanted = class_counts(table)
+    for part, ids in (("train", split.train), ("test", split.test)):
+        counts = class_counts(table, ids)
+        short = {name: counts.get(name, 0) for name in wanted if counts.get(name, 0) < MIN_PER_CLASS}
+        if short:
+            listed = ", ".join(f"{name}: {n}" for name, n in short.items())
+            raise FbenchError(f"dataset {table.dataset!r} at {table.root}: the {part} part of {where} holds fewer "
+                              f"than {MIN_PER_CLASS} images of class(es) {listed}. Add images of those classes, "
+                              "remove them from the dataset, or use a protocol with fewer folds")
 
 
 def has_subset(table: SampleTable, condition: str) -> bool:
@@ -152,8 +189,12 @@ def prepare(suite: Suite, options: RunOptions, progress: Progress) -> Prepared:
         progress.note(f"SYNTHETIC DATA: the dataset at {choice.root} (from {choice.origin}) is marked synthetic "
                       "(procedurally rendered faces); the leaderboard and report say so")
     choice.synthetic = choice.synthetic or table.synthetic
-    if table.report.total:
+    bad = bad_files(table)
+    if table.report.total > len(bad):  # rows left out for other reasons than their file (labels, exclusions)
         progress.note(f"left out {table.report.total} samples of {choice.name}: {table.report.summary()}")
+    if bad:
+        progress.note(f"{len(bad)} image file(s) under {choice.root} left out (--on-error skip): "
+                      f"{bad_files_text(bad)}; the report and the MLflow run list them")
     for condition in (c for c in suite.conditions if is_subset(c)):
         if not has_subset(table, condition):
             progress.note(f"{condition}: {choice.name} tags no sample {subset_column(condition)} (its list is "

@@ -1,6 +1,11 @@
 """Executors: how a suite's cells run. ``local`` runs them in turn in this process; ``slurm``, ``local-jobs`` and
 ``debug`` submit them as jobs through submitit.
 
+Several ``fbench run`` of one suite (in one folder, or on nodes sharing it) split its cells: a cell runs only
+under its lock (:class:`fbench.run.store.CellLock`). The local executor skips a cell another live process holds
+and comes back to it when its own cells are done, waiting for it to finish and reusing its result; a job whose
+cell is held waits for it the same way (:mod:`fbench.run.jobs`).
+
 ``fbench run SUITE --executor slurm`` submits every unfinished cell as one task of a SLURM job array
 (``--array=0-N%max_parallel``), with the partition, GPUs, CPUs, memory, time limit and setup lines of the
 suite's ``resources:`` block or the command line. ``local-jobs`` runs each cell as a local process through
@@ -32,9 +37,10 @@ import torch
 from fbench.errors import FbenchError
 from fbench.registry import Registry
 from fbench.run import store
-from fbench.run.cell import CellOutcome, reused_outcome
+from fbench.run.cell import BUSY_POLL_SECONDS, CellBusy, CellOutcome, reused_outcome
 from fbench.run.cells import Cell
 from fbench.run.jobs import CellJob, CellRunner, JobSpec
+from fbench.suite.schema import control_character_problem
 
 OnDone = Callable[[CellOutcome], None]
 
@@ -80,7 +86,20 @@ def resolve_resources(kind: str, suite_resources: Any, overrides: dict[str, Any]
     if unknown:
         raise FbenchError(f"unknown resource(s) {', '.join(sorted(unknown))}; known: "
                           f"{', '.join(Resources.__dataclass_fields__)}")
+    _refuse_multiline(merged)
     return Resources(**merged)
+
+
+def _refuse_multiline(resources: dict[str, Any]) -> None:
+    """A newline in a SLURM value would add a line (an ``#SBATCH`` option, a command) to the job script."""
+    texts: list[tuple[str, Any]] = [("resources.partition (--partition)", resources.get("partition"))]
+    texts += [("resources.setup (--slurm-setup)", line) for line in resources.get("setup", [])]
+    for key, value in resources.get("slurm_params", {}).items():
+        texts += [("resources.slurm_params (--slurm-param)", text) for text in (str(key), value)]
+    for what, text in texts:
+        problem = control_character_problem(text, what) if isinstance(text, str) else None
+        if problem:
+            raise FbenchError(f"{problem} (got {text!r})")
 
 
 # --------------------------------------------------------------------------------------------------- jobs index
@@ -132,16 +151,31 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """Runs the cells one after another in this process."""
+    """Runs the cells one after another in this process. A cell another live process is running (``run_one``
+    raises :class:`~fbench.run.cell.CellBusy`) is skipped, then visited again every ``poll`` seconds once the
+    other cells are done, until it is finished (and reused) or free (and run here)."""
+
+    def __init__(self, poll: float = BUSY_POLL_SECONDS) -> None:
+        self.poll = poll
 
     def run(self, cells: list[Cell], run_one: Callable[[Cell], CellOutcome], on_done: OnDone
             ) -> list[CellOutcome]:
-        outcomes = []
-        for cell in cells:
-            outcome = run_one(cell)
-            on_done(outcome)
-            outcomes.append(outcome)
-        return outcomes
+        outcomes: dict[str, CellOutcome] = {}
+        waiting = list(cells)
+        while waiting:
+            busy = []
+            for cell in waiting:
+                try:
+                    outcome = run_one(cell)
+                except CellBusy:
+                    busy.append(cell)
+                    continue
+                on_done(outcome)
+                outcomes[cell.key] = outcome
+            if busy and len(busy) == len(waiting):
+                time.sleep(self.poll)  # only cells other processes hold are left: wait for them
+            waiting = busy
+        return [outcomes[cell.key] for cell in cells]
 
 
 class SubmititExecutor:

@@ -10,6 +10,9 @@ locally, so resume, rescoring and the leaderboard read the same files wherever t
 ``CellJob`` has a ``checkpoint`` method, so submitit requeues it when the job is preempted or reaches its time
 limit. The requeued job runs the cell again: a finished cell is reused, an unfinished one starts over.
 
+A job whose cell another live process is running (it holds the cell's lock: a second ``fbench run`` of the suite)
+waits for it, then reuses its result, logged to MLflow by the process that ran it.
+
 A cell that asks for several processes (``resources.gpus_per_cell`` > 1, or ``processes_per_cell``) runs as
 ``python -m torch.distributed.run --standalone --nproc-per-node N -m fbench.run.jobs SPEC KEY``: every rank
 rebuilds the context, rank 0 decodes the cache first, and only rank 0 writes the cell's folder.
@@ -25,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,7 @@ from fbench.engine.devices import resolve_device
 from fbench.errors import FbenchError
 from fbench.registry import load_plugins
 from fbench.run import store
-from fbench.run.cell import CellOutcome, reused_outcome, run_cell
+from fbench.run.cell import CellBusy, CellOutcome, claimed, run_cell
 from fbench.run.cells import Cell
 from fbench.run.context import Progress, RunContext, RunOptions, prepare
 from fbench.suite.schema import Suite
@@ -69,11 +72,26 @@ class CellRunner:
     suite: Suite
     options: RunOptions
     job_logger: Callable[[CellOutcome], bool] | None = None
+    busy: dict[str, str] = field(default_factory=dict)  # cell key -> who ran it, for cells another process had
 
     def __call__(self, cell: Cell) -> CellOutcome:
-        if processes_per_cell(self.suite, self.options) > 1:
-            return run_cell_with_torchrun(cell, self)
-        return run_cell(cell, self.context)
+        """The cell's outcome; :class:`~fbench.run.cell.CellBusy` (said once) when another live process runs it,
+        and a note when a cell another process ran is reused."""
+        try:
+            if processes_per_cell(self.suite, self.options) > 1:
+                outcome = run_cell_with_torchrun(cell, self)
+            else:
+                outcome = run_cell(cell, self.context)
+        except CellBusy as busy:
+            if cell.key not in self.busy:
+                self.context.progress.note(f"{busy}: coming back to it when the other cells are done")
+            self.busy[cell.key] = busy.holder.describe()
+            raise
+        if cell.key in self.busy and outcome.reused:
+            self.context.progress.note(f"cell {cell.name} ({cell.key}) was run by another process, "
+                                       f"{self.busy[cell.key]}: its result is reused here (and logged to MLflow "
+                                       "by that process)")
+        return outcome
 
 
 def processes_per_cell(suite: Suite, options: RunOptions) -> int:
@@ -143,7 +161,10 @@ class CellJob:
             store.write_json(folder / JOB_RECORD, record)
         print(f"fbench: cell {cell.name} ({key}) in {folder} on {record['host']}", flush=True)
         processes = processes_per_cell(self.spec.suite, self.spec.options)
-        outcome = _torchrun_cell(cell, self.spec, context, processes) if processes > 1 else run_cell(cell, context)
+        if processes > 1:
+            outcome = _torchrun_cell(cell, self.spec, context, processes, wait=True)
+        else:
+            outcome = run_cell(cell, context, wait=True)
         logged = False
         if not outcome.reused and self.spec.log_cell is not None:
             logged = self.spec.log_cell(outcome)
@@ -176,13 +197,18 @@ def run_cell_with_torchrun(cell: Cell, runner: CellRunner) -> CellOutcome:
     return _torchrun_cell(cell, spec, runner.context, processes_per_cell(runner.suite, runner.options))
 
 
-def _torchrun_cell(cell: Cell, spec: JobSpec, context: RunContext, processes: int) -> CellOutcome:
+def _torchrun_cell(cell: Cell, spec: JobSpec, context: RunContext, processes: int, wait: bool = False
+                   ) -> CellOutcome:
+    """Run the cell as ``processes`` torchrun ranks while this process holds the cell's lock (the ranks take no
+    lock); another live holder raises CellBusy, or with ``wait`` is waited for."""
+    folder = context.folder(cell)
+    with claimed(cell, folder, context.retry_failed, context.progress.note, wait) as reused:
+        return reused if reused is not None else _torchrun_ranks(cell, spec, context, processes, folder)
+
+
+def _torchrun_ranks(cell: Cell, spec: JobSpec, context: RunContext, processes: int, folder: Path) -> CellOutcome:
     import cloudpickle
 
-    folder = context.folder(cell)
-    reused = reused_outcome(cell, folder, context.retry_failed, context.progress.note)
-    if reused is not None:
-        return reused
     # the cell runs: a result there (a failure retried, or a damaged record) must not stop the ranks' resume check
     (folder / store.RESULT).unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
@@ -236,7 +262,7 @@ def rank_main(spec_path: Path, key: str) -> int:
         if plan.is_main:  # decode the cache once, then the other ranks read it
             context.cache(cell.input_size)
         plan.barrier()
-        run_cell(cell, context)
+        run_cell(cell, context, lock=False)  # the torchrun launcher holds the cell's lock
         plan.barrier()
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -1,9 +1,10 @@
 """Running a prepared suite's cells through an executor, each cell's folder written atomically, finished cells
 reused; and the stored outcomes of a suite whose cells ran before (for rescoring).
 
-A cell that fails (a NaN loss) is recorded as failed with its reason; the other cells go on. After Ctrl-C or
-``kill -9`` the same command resumes: at most the cell that was running is lost. Scoring, reports and tracking
-are not this module's: :mod:`fbench.pipeline` composes them around :func:`execute`.
+A cell that fails (a NaN loss) is recorded as failed with its reason; the other cells go on. After Ctrl-C,
+SIGTERM or ``kill -9`` the same command resumes: at most the cell that was running is lost. Several processes
+running one suite at once split its cells through the cells' locks (:class:`fbench.run.store.CellLock`).
+Scoring, reports and tracking are not this module's: :mod:`fbench.pipeline` composes them around :func:`execute`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from fbench.data.files import unwritable
 from fbench.run import store
 from fbench.run.cell import CellOutcome
 from fbench.run.cells import Cell
@@ -75,7 +77,10 @@ def adopt_format1_folders(output: Path, cells: list[Cell], note: Callable[[str],
         old = output / cell.suite / cell.format1_key
         if folder.exists() or not old.is_dir():
             continue
-        os.replace(old, folder)
+        try:
+            os.replace(old, folder)
+        except OSError as error:
+            raise unwritable(folder, error) from None
         store.write_json(folder / store.CONFIG, cell.to_dict())
         record = store.finished_result(folder)
         if record is not None:

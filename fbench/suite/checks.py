@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from fbench.contract import Architecture
 from fbench.data.splits import KFOLD_PROTOCOLS, PROTOCOLS
 from fbench.errors import FbenchError, did_you_mean
 from fbench.perturb.apply import resolve_condition
@@ -26,6 +27,7 @@ from fbench.suite.recipes import recipe_problems
 from fbench.suite.schema import (
     BUILTIN_BUDGETS,
     MAIN_PROTOCOL,
+    MAX_INPUT_SIZE,
     Budget,
     ProtocolConfig,
     Suite,
@@ -44,6 +46,8 @@ PROTOCOL_ARGS_ELSEWHERE = {
 }
 # Parameters a protocol declares as required but that the runner can fill in (one split per value).
 PROTOCOL_OPTIONAL = {"leave_one_pose_out": ("pose",)}
+# The channel counts images are cached with (fbench.data.faces.to_channels: grayscale or RGB).
+IMAGE_CHANNELS = (1, 3)
 
 
 def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
@@ -209,6 +213,7 @@ def _one_architecture_problems(entry: Mapping[str, Any], path: KeyPath) -> list[
             options_ok = False
             problems.append(((*path, "options"), str(error)))
     variants = entry.get("variants")
+    shared = options if options_ok and isinstance(options, Mapping) else {}
     for j, variant in enumerate(variants if isinstance(variants, list) else []):
         if not isinstance(variant, Mapping):
             continue
@@ -218,12 +223,37 @@ def _one_architecture_problems(entry: Mapping[str, Any], path: KeyPath) -> list[
                 architecture.resolve_options({**options, **variant})
         except FbenchError as error:
             problems.append(((*path, "variants", j), str(error)))
+            continue
+        problems += [((*path, "variants", j), message) for message in _input_problems(architecture, {**shared,
+                                                                                                     **variant})]
+    if options_ok and not isinstance(variants, list):
+        problems += [((*path, "options"), message) for message in _input_problems(architecture, shared)]
     problems += _condition_problems(entry.get("train_conditions"), (*path, "train_conditions"),
                                     allow_special=False)
     recipe = entry.get("recipe")
     if isinstance(recipe, Mapping):
         problems += [((*path, "recipe", *sub), message)
                      for sub, message in recipe_problems(architecture.spec.recipe, recipe)]
+    return problems
+
+
+def _input_problems(architecture: Architecture, options: Mapping[str, Any]) -> list[str]:
+    """What the run would trip on in the input the options ask for (``in_chans``, ``img_size``): images are cached
+    with 1 or 3 channels (``fbench.data.faces.to_channels``), and a side above MAX_INPUT_SIZE fails allocating.
+    timm itself takes any ``in_chans`` of at least 1 (it builds the first convolution for it and adapts pretrained
+    weights to it), so the channel limit is fbench's, the same for every architecture."""
+    try:
+        channels, height, width = architecture.resolve_spec(options).input_size
+    except (FbenchError, TypeError, ValueError):
+        return []  # reported by resolve_options
+    problems = []
+    if channels not in IMAGE_CHANNELS:
+        problems.append(f"the model takes {channels}-channel images (in_chans or its spec), but images are read "
+                        f"with {' or '.join(map(str, IMAGE_CHANNELS))} channels (grayscale or RGB); use in_chans: "
+                        "1 or 3")
+    if max(height, width) > MAX_INPUT_SIZE:
+        problems.append(f"an input of {height} x {width} pixels is too large: each side is at most "
+                        f"{MAX_INPUT_SIZE} (set img_size or input_size lower)")
     return problems
 
 

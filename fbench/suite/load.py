@@ -37,6 +37,11 @@ from fbench.suite.tuned import apply_tuned
 
 BUILTIN_SUITES_PACKAGE = "fbench.suites"
 SUITE_SUFFIXES = (".yaml", ".yml")
+# A suite is a page of YAML; these caps keep a hostile file (a "billion laughs" of nested aliases expands a few
+# hundred bytes into billions of values) from taking the machine's memory.
+MAX_SUITE_BYTES = 1_000_000
+MAX_SUITE_VALUES = 100_000  # YAML nodes after aliases are expanded
+MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def builtin_suites() -> list[str]:
@@ -65,11 +70,22 @@ def read_yaml(path: Path, source: str | None = None) -> Any:
     """The plain data in a suite file; raises SuiteError naming the file (as ``source``), line and column."""
     source = source or str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as stream:
+            data = stream.read(MAX_SUITE_BYTES + 1)
     except OSError as error:
         raise SuiteError([f"{source}: cannot read the suite file: {error.strerror or error}"]) from None
+    if len(data) > MAX_SUITE_BYTES:
+        raise SuiteError([f"{source}: the suite file is larger than {MAX_SUITE_BYTES:,} bytes; a suite is a page of "
+                          "YAML (is this the right file?)"])
     try:
-        return yaml.safe_load(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SuiteError([f"{source}: the suite file is not UTF-8 text (byte {error.start}); save it as UTF-8"]
+                         ) from None
+    try:
+        return _load_checked(text, source)
+    except RecursionError:
+        raise SuiteError([f"{source}: YAML error: the document is nested too deeply to be a suite"]) from None
     except yaml.constructor.ConstructorError as error:
         where = _mark(source, error.problem_mark or error.context_mark)
         problem = str(error.problem)
@@ -84,6 +100,71 @@ def read_yaml(path: Path, source: str | None = None) -> Any:
         context = getattr(error, "context", None)
         detail = f"{problem} ({context})" if context else problem
         raise SuiteError([f"{_mark(source, mark)}: YAML syntax error: {detail}"]) from None
+
+
+class SuiteLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (plain data only) whose document is checked before it is built: see
+    :func:`_load_checked`."""
+
+
+def _load_checked(text: str, source: str) -> Any:
+    """``yaml.safe_load(text)``, refusing duplicate keys (the last would silently win) and documents whose aliases
+    expand past ``MAX_SUITE_VALUES`` nodes; both are checked on the composed node graph, before anything is built."""
+    loader = SuiteLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        problems: list[str] = []
+        size = _expanded_size(node, {}, set(), problems, source)
+        if problems:
+            raise SuiteError(problems)
+        if size > MAX_SUITE_VALUES:
+            raise SuiteError([f"{source}: the suite expands to more than {MAX_SUITE_VALUES:,} YAML values through "
+                              "its aliases (*name); a suite needs far fewer: write the values out, or use fewer "
+                              "nested aliases"])
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int], problems: list[str],
+                   source: str) -> int:
+    """How many nodes ``node`` stands for once aliases are expanded (an alias is the anchored node again, so a
+    "billion laughs" counts its billion); records duplicate keys in ``problems``. Stops counting past the cap."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    if id(node) in open_nodes:
+        raise SuiteError([f"{_mark(source, node.start_mark)}: YAML error: an alias refers to the value that "
+                          "contains it (a recursive structure); a suite is a tree of plain values"])
+    open_nodes.add(id(node))
+    total = 1
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[tuple[str, str], Any] = {}
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != MERGE_TAG:
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    problems.append(f"{_mark(source, key_node.start_mark)}: duplicate key {key_node.value!r} (first "
+                                    f"on line {seen[key].line + 1}); YAML would silently keep the last one: remove "
+                                    "or rename one of them")
+                else:
+                    seen[key] = key_node.start_mark
+            for child in (key_node, value_node):
+                total += _expanded_size(child, sizes, open_nodes, problems, source)
+                if total > MAX_SUITE_VALUES:
+                    break
+            if total > MAX_SUITE_VALUES:
+                break
+    elif isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            total += _expanded_size(child, sizes, open_nodes, problems, source)
+            if total > MAX_SUITE_VALUES:
+                break
+    open_nodes.discard(id(node))
+    sizes[id(node)] = total
+    return total
 
 
 def _mark(source: str, mark: Any) -> str:

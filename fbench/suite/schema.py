@@ -8,6 +8,7 @@ the command line.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
@@ -20,6 +21,10 @@ from fbench.suite.conditions import CLEAN, clean_first
 from fbench.suite.problems import unknown_name
 
 NAME_PATTERN = r"^[a-z0-9_-]+$"
+# Names become folder and file names (runs/<suite>/..., reports/<suite>-...): well under any filesystem's limit.
+MAX_NAME_LENGTH = 64
+# Largest image side a suite may ask for (input_size, img_size): beyond it a run fails allocating, not learning.
+MAX_INPUT_SIZE = 4096
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
 DEFAULT_TRACKING_FILE = "mlflow.db"
 MAIN_PROTOCOL = "main"
@@ -131,7 +136,8 @@ class ProtocolConfig(_Model):
 class ViewConfig(ProtocolConfig):
     """An extra protocol evaluated beside the main one."""
 
-    name: str = Field(pattern=NAME_PATTERN, description="the view's name in reports, [a-z0-9_-]+")
+    name: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH,
+                      description=f"the view's name in reports, [a-z0-9_-]+, at most {MAX_NAME_LENGTH} characters")
 
 
 def _size_pair(value: Any) -> Any:
@@ -147,7 +153,8 @@ class ArchitectureConfig(_Model):
                                            description="variant option dicts; [{}] = the defaults")
     options: dict[str, Any] = Field(default_factory=dict, description="options applied to every variant")
     input_size: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] | None = Field(
-        None, description="override of the spec's (height, width); one number means a square")
+        None, description=f"override of the spec's (height, width), each at most {MAX_INPUT_SIZE}; one number "
+                          "means a square")
     recipe: dict[str, Any] = Field(default_factory=dict, description="overrides of Recipe fields (epochs, lr, "
                                    "batch_size, optimizer, ...); schedule and early_stopping replace as a whole")
     train_conditions: list[str] | None = Field(None, description="perturbations mixed into training for this "
@@ -161,6 +168,14 @@ class ArchitectureConfig(_Model):
     @classmethod
     def _square(cls, value: Any) -> Any:
         return _size_pair(value)
+
+    @field_validator("input_size")
+    @classmethod
+    def _bounded(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and max(value) > MAX_INPUT_SIZE:
+            raise ValueError(f"{value[0]} x {value[1]} pixels is too large: each side is at most {MAX_INPUT_SIZE} "
+                             "(face images are typically 48 to 448)")
+        return value
 
     @property
     def tuned(self) -> dict[str, Any] | None:
@@ -234,6 +249,33 @@ class ResourcesConfig(_Model):
     slurm_params: dict[str, Any] = Field(default_factory=dict, description="more sbatch options by name, e.g. "
                                          "{account: proj1, qos: high, constraint: a100}")
 
+    @field_validator("partition", "setup", "slurm_params")
+    @classmethod
+    def _one_line(cls, value: Any) -> Any:
+        for text in _texts(value):
+            problem = control_character_problem(text, "a SLURM value")
+            if problem:
+                raise ValueError(problem)
+        return value
+
+
+def _texts(value: Any) -> list[str]:
+    if isinstance(value, Mapping):
+        return [str(key) for key in value] + [text for item in value.values() for text in _texts(item)]
+    if isinstance(value, (list, tuple)):
+        return [text for item in value for text in _texts(item)]
+    return [value] if isinstance(value, str) else []
+
+
+def control_character_problem(text: str, what: str) -> str | None:
+    """What is wrong when ``text`` holds a newline or another control character (None: nothing): in a SLURM
+    value one would add a line (an ``#SBATCH`` option or a command) to the job script."""
+    bad = sorted({char for char in text if unicodedata.category(char) == "Cc"})
+    if not bad:
+        return None
+    return (f"{what} may not hold control characters such as a newline (found "
+            f"{', '.join(repr(char) for char in bad)}); write it on one line")
+
 
 class ArchitectureEntry(NamedTuple):
     """One architecture x variant of a suite."""
@@ -250,7 +292,8 @@ class ArchitectureEntry(NamedTuple):
 class Suite(_Model):
     """A benchmark suite: what to train, on what, under which protocol and conditions, with which budget."""
 
-    name: str = Field(pattern=NAME_PATTERN, description="the suite's name, [a-z0-9_-]+")
+    name: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH,
+                      description=f"the suite's name, [a-z0-9_-]+, at most {MAX_NAME_LENGTH} characters")
     description: str = Field("", description="what the suite measures")
     dataset: str = Field("kdef", description="the registered dataset trained and tested on")
     data: dict[str, str] = Field(default_factory=dict, description="dataset locations by name (overridden by "

@@ -46,3 +46,10 @@ def test_pretrained_weights_only_from_a_local_file(tmp_path):
     assert torch.equal(loaded.conv1.weight, source.conv1.weight)
     with pytest.raises(FbenchError, match="does not exist"):
         get_architecture("timm/resnet18").build(7, pretrained_file=str(tmp_path / "missing.pth"))
+
+
+def test_pretrained_file_that_is_not_a_checkpoint_is_one_error(tmp_path):
+    not_a_checkpoint = tmp_path / "notes.pth"
+    not_a_checkpoint.write_text("these are my notes, not weights\n")
+    with pytest.raises(FbenchError, match=r"pretrained_file '.*notes\.pth' could not be loaded as a checkpoint"):
+        get_architecture("timm/resnet18").build(7, pretrained_file=str(not_a_checkpoint))

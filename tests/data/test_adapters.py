@@ -450,9 +450,10 @@ def test_imagefolder_mixed_layout(tmp_path):
 def test_verify_images_option(tmp_path):
     write_image(tmp_path / "happy" / "a.png")
     (tmp_path / "happy" / "broken.png").write_bytes(b"not a png")
-    assert len(load("imagefolder", tmp_path)) == 2  # existence only by default
-    checked = get_dataset("imagefolder").with_options(verify_images=True)
-    with pytest.raises(FbenchError, match=r"1 unreadable image \(happy/broken.png\)"):
+    unchecked = get_dataset("imagefolder").with_options(verify_images=False)
+    assert len(unchecked.load(tmp_path)) == 2  # existence only
+    checked = get_dataset("imagefolder")  # decode-checked by default (issue 14)
+    with pytest.raises(FbenchError, match=r"1 not an image \(happy/broken.png\)"):
         checked.load(tmp_path, on_error="raise")
     assert len(checked.load(tmp_path, on_error="skip")) == 1
     with pytest.raises(FbenchError, match="no option"):

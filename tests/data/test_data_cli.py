@@ -61,3 +61,27 @@ def test_unknown_perturbation_in_preview(tmp_path, capsys, png_adapter):
     status, _, err = run(capsys, "data", "preview", "test_pngs", "--data", f"test_pngs={tmp_path}",
                          "--perturb", "occlusoin:severity=0.3", "--out", str(tmp_path / "g.png"))
     assert status == 2 and "Did you mean 'occlusion'" in err
+
+
+def test_info_verifies_images(tmp_path, capsys):
+    noise = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    for label in ("happy", "sad"):
+        (tmp_path / label).mkdir()
+        for i in range(2):
+            Image.fromarray(noise // (i + 1)).save(tmp_path / label / f"{i}.png")
+    whole = (tmp_path / "happy" / "0.png").read_bytes()
+    (tmp_path / "happy" / "cut.png").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "sad" / "empty.jpg").write_bytes(b"")
+    (tmp_path / "sad" / "notes.jpg").write_text("not an image")
+    status, _, err = run(capsys, "data", "info", "imagefolder", "--data", f"imagefolder={tmp_path}")
+    assert status == 2
+    for where in ("truncated image (happy/cut.png)", "empty file (sad/empty.jpg)", "not an image (sad/notes.jpg)"):
+        assert where in err
+    argv = ["data", "info", "imagefolder", "--data", f"imagefolder={tmp_path}", "--on-error", "skip"]
+    status, text, _ = run(capsys, *argv, "--json")
+    summary = json.loads(text)
+    assert status == 0 and summary["images"] == 4
+    assert summary["bad_files"] == {"happy/cut.png": "truncated image", "sad/empty.jpg": "empty file",
+                                    "sad/notes.jpg": "not an image"}
+    status, text, _ = run(capsys, *argv)
+    assert status == 0 and "bad files (3, left out)" in text and "sad/notes.jpg: not an image" in text

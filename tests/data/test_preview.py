@@ -42,3 +42,16 @@ def test_summary(tmp_path, png_adapter):
     summary = summarize(png_adapter.load(tmp_path / "set"))
     assert summary["images"] == 14 and summary["classes"]["neutral"] == 2 and not summary["synthetic"]
     assert summary["subjects"] == 0 and summary["poses"] == {}
+
+
+def test_preview_to_an_unwritable_place_is_one_line(tmp_path, png_adapter, capsys):
+    """/proc: a place root cannot write either (tests run as root, whom chmod does not stop)."""
+    from fbench.cli import main
+
+    _faces(tmp_path / "set")
+    (tmp_path / "previews").write_text("a file where the folder should be")
+    for out in ("/proc/fbench-preview.png", str(tmp_path / "previews" / "grid.png")):
+        status = main(["data", "preview", "test_pngs", "--data", f"test_pngs={tmp_path / 'set'}", "--out", out,
+                       "--size", "32", "--count", "7"])
+        err = capsys.readouterr().err
+        assert status == 2 and err.startswith(f"fbench: error: cannot write {out}") and err.count("\n") == 1

@@ -447,3 +447,93 @@ def test_engine_settings_reach_the_cells_and_only_non_defaults_change_keys(tmp_p
     assert tuned[0].to_dict()["engine"] == {"compile": True, "eval_batch_size": 64} and tuned[0].key != plain[0].key
     problems = problems_of(tmp_path, MINIMAL + "engine: {compiel: true}\n")
     assert any("engine.compiel" in p and "compile" in p for p in problems), problems
+
+
+# ------------------------------------------------------------------------------------- hostile or absurd input
+
+
+def test_duplicate_keys_are_an_error_naming_the_key_and_its_lines(tmp_path):
+    problems = problems_of(tmp_path, """
+        name: first
+        architectures:
+          - name: lanmsff
+            recipe: {epochs: 3, epochs: 4}
+        name: second
+    """)
+    assert any(p.endswith("duplicate key 'name' (first on line 2); YAML would silently keep the last one: remove "
+                          "or rename one of them") and ":6:1:" in p for p in problems), problems
+    assert any("duplicate key 'epochs'" in p and ":5:" in p for p in problems), problems
+
+
+def test_merge_keys_are_not_duplicates(tmp_path):
+    path = write(tmp_path, """
+        name: merged
+        architectures:
+          - name: lanmsff
+            recipe: &base {epochs: 3, lr: 0.01}
+          - name: scan_cci
+            recipe: {<<: *base, epochs: 4}
+    """)
+    assert load_suite(path).architectures[1].recipe == {"epochs": 4, "lr": 0.01}
+
+
+def test_absurd_input_size_is_refused(tmp_path):
+    problem = only_problem(tmp_path, MINIMAL + "    input_size: 100000\n")
+    assert "architectures.0.input_size: 100000 x 100000 pixels is too large: each side is at most 4096" in problem
+
+
+def test_channels_and_img_size_the_run_cannot_use_are_refused(tmp_path):
+    problems = problems_of(tmp_path, """
+        name: timmy
+        architectures:
+          - name: timm/resnet18
+            variants: [{in_chans: 4}, {in_chans: 1}, {img_size: 100000}]
+    """)
+    assert len(problems) == 2, problems
+    assert "architectures.0.variants.0: the model takes 4-channel images" in problems[0]
+    assert "architectures.0.variants.2: an input of 100000 x 100000 pixels is too large" in problems[1]
+
+
+def test_yaml_alias_bomb_is_refused_without_expanding_it(tmp_path):
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"{c}: &{c} [{','.join([f'*{p}'] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi")]  # 9**9 values
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    assert path.stat().st_size < 400
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(SuiteError) as caught:
+            load_suite(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert caught.value.problems == [f"{path}: the suite expands to more than 100,000 YAML values through its aliases "
+                                     "(*name); a suite needs far fewer: write the values out, or use fewer nested "
+                                     "aliases"]
+    assert peak < 20_000_000
+
+
+def test_recursive_alias_and_oversized_file_are_refused(tmp_path):
+    assert "an alias refers to the value that contains it" in only_problem(tmp_path, "name: &a [1, *a]\n")
+    big = tmp_path / "big.yaml"
+    big.write_text("name: big\n# " + "x" * 1_100_000 + "\n")
+    with pytest.raises(SuiteError, match="larger than 1,000,000 bytes"):
+        load_suite(big)
+
+
+def test_suite_name_is_limited_in_length(tmp_path):
+    problem = only_problem(tmp_path, MINIMAL.replace("name: tiny", "name: " + "a" * 300))
+    assert "name: String should have at most 64 characters" in problem
+
+
+def test_control_characters_in_slurm_values_are_refused(tmp_path):
+    problems = problems_of(tmp_path, MINIMAL + (
+        "resources:\n"
+        "  partition: \"gpu\\n#SBATCH --account=someone-else\"\n"
+        "  setup: [\"module load cuda\", \"echo\\rhi\"]\n"
+        "  slurm_params: {qos: \"high\\n#SBATCH --x\"}\n"))
+    assert len(problems) == 3, problems
+    assert all("may not hold control characters such as a newline" in p for p in problems)
+    assert "resources.partition" in problems[0]

@@ -9,17 +9,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from fbench.data.adapter import DatasetAdapter
+from fbench.data.cache import default_cache_dir
+from fbench.data.images import IMAGE_PROBLEMS, MISSING_FILE, check_image_files
 from fbench.data.table import REQUIRED_COLUMNS, LoadReport, SampleTable
 from fbench.errors import FbenchError
 
 ON_ERROR_CHOICES = ("raise", "skip")
 SKIP_HINT = "skip them with on_error='skip' (CLI: --on-error skip)"
 
-MISSING_IMAGE = "missing image"
-UNREADABLE_IMAGE = "unreadable image"
+MISSING_IMAGE = MISSING_FILE
 UNKNOWN_LABEL = "unknown label"
 
 
@@ -30,11 +30,13 @@ def env_var(name: str) -> str:
 class BuiltinAdapter(DatasetAdapter):
     """A built-in adapter. Options are keyword arguments; the registered instance uses the defaults.
 
-    ``verify_images``: also decode-check every image with PIL (slow on large sets); by default only existence is
-    checked while loading and undecodable files fail when read.
+    ``verify_images``: decode every image file once while loading (on two threads; the result is kept under the
+    decode cache folder, so a second load of unchanged files does not decode them again), so that truncated,
+    empty and non-image files are all named before anything is trained (or left out with ``on_error="skip"``).
+    ``False`` checks only that the files exist: an undecodable file then fails when it is read.
     """
 
-    def __init__(self, *, verify_images: bool = False) -> None:
+    def __init__(self, *, verify_images: bool = True) -> None:
         self.verify_images = verify_images
 
     def options(self) -> dict[str, Any]:
@@ -104,12 +106,16 @@ class Problems:
         self.report.add(f"excluded: {reason}", where)
 
     def raise_if_any(self) -> None:
-        """Under ``on_error="raise"``: one error naming the counts by reason, examples and how to skip."""
+        """Under ``on_error="raise"``: one error naming the counts by reason, examples and how to skip; files that
+        do not decode are all named, each under its reason."""
         if self.on_error != "raise" or not self.errors.total:
             return
         hints = " ".join(self.hints)
+        bad_files = LoadReport({r: w for r, w in self.errors.skipped.items() if r in IMAGE_PROBLEMS})
+        other = LoadReport({r: w for r, w in self.errors.skipped.items() if r not in IMAGE_PROBLEMS})
+        summary = "; ".join(part for part in (bad_files.summary(limit=bad_files.total), other.summary()) if part)
         raise FbenchError(
-            f"dataset {self.dataset!r}: {self.errors.total} bad sample(s): {self.errors.summary()}. "
+            f"dataset {self.dataset!r}: {self.errors.total} bad sample(s): {summary}. "
             + (f"{hints} " if hints else "")
             + f"Fix or remove them, or {SKIP_HINT}"
         )
@@ -150,18 +156,9 @@ def existing_files(root: Path, relative_paths: Sequence[str]) -> np.ndarray:
     return exists
 
 
-def image_decodes(path: Path) -> bool:
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except Exception:  # PIL raises many types for broken files; any of them means "cannot decode"
-        return False
-    return True
-
-
-def drop_bad_images(frame: pd.DataFrame, root: Path, problems: Problems, verify: bool,
+def drop_bad_images(frame: pd.DataFrame, root: Path, problems: Problems,
                     where: Sequence[str] | None = None) -> pd.DataFrame:
-    """Rows whose image exists (and decodes, with ``verify``); the others go to ``problems``.
+    """Rows whose image exists; the others go to ``problems`` (:func:`finish` decode-checks the rest).
 
     ``where`` names each row in messages (e.g. ``"manifest.csv:12 (img/a.jpg)"``); the path by default."""
     paths = frame["path"].tolist()
@@ -169,17 +166,28 @@ def drop_bad_images(frame: pd.DataFrame, root: Path, problems: Problems, verify:
     keep = existing_files(root, paths)
     for i in np.flatnonzero(~keep):
         problems.error(MISSING_IMAGE, labels[i])
-    if verify:
-        for i in np.flatnonzero(keep):
-            if not image_decodes(root / paths[i]):
-                keep[i] = False
-                problems.error(UNREADABLE_IMAGE, labels[i])
     return frame.loc[keep].reset_index(drop=True)
+
+
+def drop_undecodable(frame: pd.DataFrame, root: Path, problems: Problems, store: Path | None = None) -> pd.DataFrame:
+    """Rows whose image file decodes in full (rows without a file, i.e. array datasets, are kept); the others go
+    to ``problems`` under their reason (truncated image, empty file, not an image, unreadable image)."""
+    has_file = frame["path"] != ""
+    paths = frame.loc[has_file, "path"].tolist()
+    bad = check_image_files(root, paths, store=store)
+    if not bad:
+        return frame
+    for path, reason in bad.items():
+        problems.error(reason, path)
+    return frame.loc[~frame["path"].isin(list(bad))].reset_index(drop=True)
 
 
 def finish(adapter: BuiltinAdapter, root: Path, frame: pd.DataFrame, problems: Problems, num_classes: int,
            **table_fields: Any) -> SampleTable:
-    """Raise collected errors (``on_error="raise"``), refuse an empty result, and build the table."""
+    """Decode-check the image files (``verify_images``), raise collected errors (``on_error="raise"``), refuse an
+    empty result, and build the table."""
+    if adapter.verify_images and not frame.empty:
+        frame = drop_undecodable(frame, root, problems, store=default_cache_dir() / "checks")
     problems.raise_if_any()
     if frame.empty:
         skipped = f" Skipped: {problems.report.summary()}." if problems.report.total else ""

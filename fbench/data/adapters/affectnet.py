@@ -74,7 +74,7 @@ class AffectnetAdapter(BuiltinAdapter):
             frames.append(frame)
             where.extend(names)
         frame = pd.concat(frames, ignore_index=True)
-        frame = drop_bad_images(frame, root, problems, self.verify_images, where=where)
+        frame = drop_bad_images(frame, root, problems, where=where)
         meta = {"manifests": sorted(present), "image_dir": prefix.rstrip("/") or "."}
         missing = sorted(set(MANIFESTS) - set(present))
         if missing:

@@ -63,7 +63,7 @@ class CsvManifestAdapter(BuiltinAdapter):
         table = table.loc[keep].reset_index(drop=True)
         where = [w for w, k in zip(where, keep) if k]
         frame = self.frame(table)
-        frame = drop_bad_images(frame, folder, problems, self.verify_images,
+        frame = drop_bad_images(frame, folder, problems,
                                 where=[f"{w} ({p})" for w, p in zip(where, frame["path"])])
         num_classes = 8 if (frame["label"] == LABEL_INDEX["contempt"]).any() else 7
         return finish(self, folder, frame, problems, num_classes=num_classes, meta={"manifest": csv_path.name})

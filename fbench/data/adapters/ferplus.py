@@ -93,7 +93,7 @@ class FerplusAdapter(BuiltinAdapter):
     expected_layout = (f"<root>/{VOTES_CSV} (from github.com/microsoft/FERPlus) beside the Kaggle {FER2013_CSV} "
                        f"(<root>/{FER2013_CSV}, the fer2013_csv option, or FBENCH_DATA_FER2013)")
 
-    def __init__(self, *, verify_images: bool = False, fer2013_csv: str | Path | None = None,
+    def __init__(self, *, verify_images: bool = True, fer2013_csv: str | Path | None = None,
                  vote_rule: VoteRule = "official") -> None:
         super().__init__(verify_images=verify_images)
         if vote_rule not in ("plurality", "official"):

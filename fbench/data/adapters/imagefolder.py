@@ -18,7 +18,6 @@ from fbench.data.adapters._common import (
     UNKNOWN_LABEL,
     BuiltinAdapter,
     Problems,
-    drop_bad_images,
     finish,
     make_frame,
     relative_posix,
@@ -75,8 +74,6 @@ class ImagefolderAdapter(BuiltinAdapter):
             problems.hint(f"Class folder(s) {unknown} are not expression names; rename them to accepted names "
                           f"(case-insensitive): {accepted_names()}.")
         frame = make_frame(columns)
-        if self.verify_images:
-            frame = drop_bad_images(frame, root, problems, verify=True)
         num_classes = 8 if (frame["label"] == LABEL_INDEX["contempt"]).any() else 7
         return finish(self, root, frame, problems, num_classes=num_classes)
 

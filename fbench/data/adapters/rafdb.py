@@ -87,7 +87,7 @@ class RafdbAdapter(BuiltinAdapter):
             columns["label"].append(LABELS[code])
             columns["split"].append(stem.split("_", 1)[0])
             columns["stem"].append(stem)
-        frame = drop_bad_images(make_frame(columns), root, problems, self.verify_images)
+        frame = drop_bad_images(make_frame(columns), root, problems)
         meta: dict[str, object] = {}
         for column, found in condition_columns(root, frame["stem"].tolist(), meta).items():
             frame[column] = found
