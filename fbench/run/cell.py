@@ -100,6 +100,7 @@ def claimed(cell: Cell, folder: Path, retry_failed: bool, note: Callable[[str], 
     while True:
         reused = reused_outcome(cell, folder, retry_failed)
         if reused is not None:
+            store.CellLock(folder).clear_stale()
             yield reused
             return
         lock = store.CellLock(folder)

@@ -260,6 +260,17 @@ class CellLock:
             self.path.unlink(missing_ok=True)
         self.holder = None
 
+    def clear_stale(self) -> None:
+        """Remove the lock file when its holder is gone (a process killed between writing the cell's result and
+        releasing the lock leaves one beside a finished cell)."""
+        try:
+            age = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return
+        holder = read_lock(self.path)
+        if lock_is_stale(holder, age, self.stale_seconds):
+            self._break(holder)
+
     def _create(self, mine: LockHolder) -> bool:
         """Create the lock file holding ``mine`` atomically; False when it exists."""
         text = json.dumps({"pid": mine.pid, "host": mine.host, "namespace": mine.namespace,

@@ -165,3 +165,20 @@ def test_two_runs_of_one_suite_share_its_cells(tmp_path, tiny_kdef):
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert sorted(r.info.run_name for r in children) == ["lanmsff/fold0/seed0", "resnet18/fold0/seed0"]
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_stale_lock_beside_a_finished_cell_is_removed_when_the_cell_is_reused(tmp_path):
+    """kill -9 between writing result.json and releasing the lock leaves both: the next run reuses the cell and
+    clears the dead holder's lock."""
+    from fbench.run.cell import claimed
+
+    folder = tmp_path / "cell"
+    folder.mkdir()
+    (folder / store.PREDICTIONS).write_bytes(b"")
+    store.write_json(folder / store.RESULT, {"status": store.COMPLETE, "reason": "",
+                                             "files": store.file_checksums(folder)})
+    write_lock(folder, dead_pid(), platform.node())
+    cell = FakeCell("k")
+    with claimed(cell, folder, retry_failed=False) as reused:  # type: ignore[arg-type]
+        assert reused is not None and reused.reused
+    assert not (folder / store.LOCK).exists()
