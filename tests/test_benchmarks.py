@@ -122,3 +122,18 @@ def test_throughput_every_default_model_quick(tmp_path: Path) -> None:
     results = json.loads(out.read_text())["results"]
     assert [(r["model"], r["size"]) for r in results] == [("lanmsff", 32), ("timm/resnet18", 32),
                                                            ("scan_cci", 224)]
+
+
+def test_prepare_quick_reports_rates_and_detections(tmp_path: Path) -> None:
+    out = tmp_path / "prepare.json"
+    done = run_blocked("benchmarks/prepare.py", "--quick", "--workers", "2", "--out", str(out), timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    _check_environment(report)
+    assert report["settings"]["images"] == 35 and report["settings"]["input"] == [1, 32, 32]
+    cold, reuse = report["results"]["cold"], report["results"]["reuse"]
+    for result in (cold, reuse):
+        assert _positive(result["images_per_s"]) and _positive(result["cpu_ms_per_image"])
+    assert sum(cold["detections"].values()) == 35 and set(cold["detections"]) <= {"frontal", "profile", "fallback"}
+    assert not cold["boxes_reused"] and reuse["boxes_reused"] and reuse["detections"] == cold["detections"]
+    assert report["load_average_end"] is None or len(report["load_average_end"]) == 3

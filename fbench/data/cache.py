@@ -3,19 +3,26 @@
 A cache is a folder keyed by a hash of the dataset's contents (sample ids, labels, file sizes and times, or the
 pixel array), the crop policy and the target size. It holds ``images.npy`` (N x C x H x W uint8),
 ``landmarks.npy`` (N x 6 x 2 float32, normalised to the cached image, NaN where unknown), ``samples.csv`` (id,
-label, pose) and ``meta.json``. It is written to a temporary folder and renamed into place when complete, so an
-interrupted build leaves nothing half-written; every later cell and run that asks for the same thing reuses it.
+label, pose) and ``meta.json`` (with ``detections``: how many crops each method made, see
+:data:`fbench.data.decode.METHODS`). It is written to a temporary folder and renamed into place when complete, so
+an interrupted build leaves nothing half-written; every later cell and run that asks for the same thing reuses it.
+
+Building is fast: JPEGs decode at reduced size, faces are found on a small copy, the work runs in worker processes
+(threads for small sets), and Haar detections are kept apart from the target size (:mod:`fbench.data.boxes`), so
+a second size does not detect again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,13 +32,17 @@ import pandas as pd
 import torch
 
 from fbench.data.adapter import DatasetAdapter
-from fbench.data.faces import Square, crop_square, detect_face, landmarks_in_crop, resize, to_channels
+from fbench.data.boxes import FaceBoxes, boxes_folder, content_digest, load_boxes, method_counts, save_boxes
+from fbench.data.decode import BOX, FOUND, MISSING_BOX, WHOLE_IMAGE, Face, FaceJob, init_worker, prepare_face
+from fbench.data.faces import Square, landmarks_in_crop
 from fbench.data.images import UnreadableImageError
 from fbench.data.table import BOX_COLUMNS, LANDMARK_COLUMNS, LANDMARKS, SampleTable
 from fbench.errors import FbenchError
 from fbench.registry import get_dataset
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: reduced-size decoding and detection, "detections" in meta.json
+# Below this many images a build runs on threads: starting worker processes costs more than they save.
+PROCESS_MIN_IMAGES = 1000
 Crop = Literal["box", "haar", "none"]
 
 
@@ -88,20 +99,9 @@ def resolve_crop(table: SampleTable, crop: Crop | None) -> Crop:
 
 def cache_key(table: SampleTable, size: tuple[int, int, int], crop: Crop) -> str:
     """A hash of everything the cached arrays depend on."""
-    digest = hashlib.sha256()
     header = {"version": CACHE_VERSION, "dataset": table.dataset, "root": str(Path(table.root).resolve()),
               "size": list(size), "crop": crop, "rows": len(table)}
-    digest.update(json.dumps(header, sort_keys=True).encode())
-    columns = ["sample_id", "label", "path", "index", "pose"]
-    columns += [c for c in BOX_COLUMNS + LANDMARK_COLUMNS if c in table.frame.columns]
-    digest.update(pd.util.hash_pandas_object(table.frame[columns], index=False).to_numpy().tobytes())
-    if table.pixels is not None:
-        digest.update(hashlib.sha256(np.ascontiguousarray(table.pixels).data).digest())
-    for path in table.frame["path"]:
-        if path:
-            stat = (Path(table.root) / path).stat()
-            digest.update(f"{stat.st_size}:{stat.st_mtime_ns};".encode())
-    return digest.hexdigest()[:20]
+    return content_digest(table, header)
 
 
 def _landmark_array(table: SampleTable) -> np.ndarray:
@@ -110,31 +110,67 @@ def _landmark_array(table: SampleTable) -> np.ndarray:
     return np.full((len(table), len(LANDMARKS), 2), np.nan, np.float32)
 
 
-def _square(table: SampleTable, row: int, image: np.ndarray, crop: Crop) -> tuple[Square, bool]:
-    height, width = image.shape[:2]
+def face_jobs(table: SampleTable, size: tuple[int, int, int], crop: Crop, boxes: FaceBoxes | None = None,
+              rows: list[int] | None = None) -> list[FaceJob]:
+    """What to make of each row (or of ``rows``) at ``size``: the recorded box (crop "box"), the whole image
+    ("none"), the cached detection (``boxes``, of every row) or a detection to run ("haar")."""
+    frame = table.frame if rows is None else table.frame.iloc[rows]
+    if boxes is not None and rows is not None:
+        boxes = FaceBoxes(boxes.squares[rows], [boxes.how[r] for r in rows], boxes.folder)
+    root = Path(table.root)
+    paths = [str(root / p) if p else "" for p in frame["path"].astype(str)]
+    poses = frame["pose"].astype(str).tolist()
     if crop == "box":
-        x0, y0, x1, y1 = (float(table.frame.iloc[row][c]) for c in BOX_COLUMNS)
-        if not np.isfinite([x0, y0, x1, y1]).all():
-            return Square.whole(height, width), False
-        return Square.around(x0, y0, x1, y1), True
+        corners = frame[list(BOX_COLUMNS)].to_numpy(np.float64)
+        jobs = []
+        for path, pose, box in zip(paths, poses, corners):
+            if np.isfinite(box).all():
+                square = Square.around(*(float(v) for v in box))
+                jobs.append(FaceJob(path, pose, size, (square.x0, square.y0, square.side), BOX))
+            else:
+                jobs.append(FaceJob(path, pose, size, None, MISSING_BOX))
+        return jobs
+    if crop == "none":
+        return [FaceJob(path, pose, size, None, WHOLE_IMAGE) for path, pose in zip(paths, poses)]
+    if boxes is not None:
+        return [FaceJob(path, pose, size, (float(x0), float(y0), float(side)), how)
+                for path, pose, (x0, y0, side), how in zip(paths, poses, boxes.squares, boxes.how)]
+    return [FaceJob(path, pose, size) for path, pose in zip(paths, poses)]
+
+
+def detection_counts(table: SampleTable, crop: Crop | None = None, cache_dir: Path | None = None
+                     ) -> dict[str, int] | None:
+    """How the face crops of ``table`` are made, counted by method: for crop "haar", the detections of an earlier
+    preparation (None when there was none yet); for "box" and "none", read off the table."""
+    crop = resolve_crop(table, crop)
     if crop == "haar":
-        return detect_face(image, str(table.frame.iloc[row]["pose"]))
-    return Square.whole(height, width), True
+        try:
+            boxes = load_boxes(boxes_folder(table, crop, cache_dir or default_cache_dir()), len(table))
+        except OSError:  # a file gone since the table was read: nothing to say about its crops
+            return None
+        return boxes.counts if boxes is not None else None
+    if crop == "box":
+        boxed = int(np.isfinite(table.frame[list(BOX_COLUMNS)].to_numpy(np.float64)).all(axis=1).sum())
+        return method_counts([BOX] * boxed + [MISSING_BOX] * (len(table) - boxed))
+    return method_counts([WHOLE_IMAGE] * len(table))
 
 
-def decode_row(adapter: DatasetAdapter, table: SampleTable, row: int, size: tuple[int, int, int], crop: Crop,
-               landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-    """One row decoded, cropped and resized: (C x H x W uint8, normalised landmarks, face found)."""
-    channels, height, width = size
+def _reads_files(adapter: DatasetAdapter, table: SampleTable) -> bool:
+    """Whether every row is a file read the standard way (so it can be decoded at reduced size, in any process)."""
+    return type(adapter).read_image is DatasetAdapter.read_image and bool((table.frame["index"] < 0).all())
+
+
+def _unreadable(error: UnreadableImageError, table: SampleTable) -> FbenchError:
+    return FbenchError(f"{error} (dataset {table.dataset!r}): the file changed after the dataset was checked "
+                       "while loading (or the adapter's verify_images is off); run again to check it, and "
+                       "--on-error skip leaves it out")
+
+
+def _prepare_row(adapter: DatasetAdapter, table: SampleTable, row: int, job: FaceJob, fast: bool) -> Face:
     try:
-        image = adapter.read_image(table, row)
+        return prepare_face(job) if fast else prepare_face(job, adapter.read_image(table, row))
     except UnreadableImageError as error:
-        raise FbenchError(f"{error} (dataset {table.dataset!r}): the file changed after the dataset was checked "
-                          "while loading (or the adapter's verify_images is off); run again to check it, and "
-                          "--on-error skip leaves it out") from None
-    square, found = _square(table, row, image, crop)
-    face = resize(to_channels(crop_square(image, square), channels), height, width)
-    return face.transpose(2, 0, 1), landmarks_in_crop(landmarks, square), found
+        raise _unreadable(error, table) from None
 
 
 def decode_rows(table: SampleTable, rows: list[int], size: tuple[int, int, int], crop: Crop | None = None
@@ -143,9 +179,12 @@ def decode_rows(table: SampleTable, rows: list[int], size: tuple[int, int, int],
     crop = resolve_crop(table, crop)
     adapter = get_dataset(table.dataset)
     landmarks = _landmark_array(table)
-    decoded = [decode_row(adapter, table, row, size, crop, landmarks[row]) for row in rows]
-    return (torch.from_numpy(np.stack([d[0] for d in decoded])),
-            torch.from_numpy(np.stack([d[1] for d in decoded])))
+    fast = _reads_files(adapter, table)
+    jobs = face_jobs(table, size, crop, rows=rows)
+    faces = [_prepare_row(adapter, table, row, job, fast) for row, job in zip(rows, jobs)]
+    return (torch.from_numpy(np.stack([face.pixels for face in faces])),
+            torch.from_numpy(np.stack([landmarks_in_crop(landmarks[row], Square(*face.square))
+                                       for row, face in zip(rows, faces)])))
 
 
 def load_cache(path: Path) -> CachedImages:
@@ -182,19 +221,70 @@ def cache_damage(folder: Path, shape: tuple[int, int, int, int]) -> str | None:
     return None
 
 
+def default_workers() -> int:
+    """The cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _executor(workers: int, processes: bool) -> Executor:
+    if processes:
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker)
+    return ThreadPoolExecutor(workers)
+
+
+def _prepare_rows(adapter: DatasetAdapter, table: SampleTable, jobs: list[FaceJob], workers: int,
+                  processes: bool | None) -> Iterator[Face]:
+    """Every job's face, in row order: in worker processes when the rows are plain files, there are enough of
+    them and this process may start children (``processes`` None), else on threads (or inline for one worker).
+    OpenCV runs one thread per worker meanwhile: the workers are the parallelism."""
+    import cv2
+
+    fast = _reads_files(adapter, table)
+    if processes is None:
+        processes = (fast and workers > 1 and len(jobs) >= PROCESS_MIN_IMAGES
+                     and not multiprocessing.current_process().daemon)
+    processes = processes and fast
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    pool = _executor(workers, processes) if workers > 1 or processes else None
+    try:
+        if pool is None:
+            faces: Iterator[Face] = (_prepare_row(adapter, table, row, job, fast) for row, job in enumerate(jobs))
+        elif processes:
+            faces = pool.map(prepare_face, jobs, chunksize=max(1, min(32, len(jobs) // (workers * 8))))
+        else:
+            faces = pool.map(lambda row: _prepare_row(adapter, table, row, jobs[row], fast), range(len(jobs)))
+        try:
+            yield from faces
+        except UnreadableImageError as error:  # raised in a worker process
+            raise _unreadable(error, table) from None
+    finally:  # on an error or Ctrl-C, drop the rows not started yet rather than decode them all first
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        cv2.setNumThreads(threads)
+
+
 def build_cache(table: SampleTable, size: tuple[int, int, int], crop: Crop | None = None,
                 cache_dir: Path | None = None, workers: int | None = None,
                 progress: Callable[[int, int], None] | None = None,
-                note: Callable[[str], None] = lambda text: None) -> CachedImages:
+                note: Callable[[str], None] = lambda text: None, processes: bool | None = None) -> CachedImages:
     """The cache of ``table`` at ``size`` = (channels, height, width): loaded when present and sound, else built
     (a damaged cache is named through ``note`` and built again).
+
+    ``workers`` (default: every core) decode in worker processes for sets of ``PROCESS_MIN_IMAGES`` files or more
+    (``processes`` forces the choice), on threads otherwise. Haar detections are read from, or written to, the
+    dataset's boxes folder (:mod:`fbench.data.boxes`). ``meta["detections"]`` counts how each crop was made.
 
     Unreadable images are errors here: adapters decode-check every file while loading and report or skip the bad
     ones (``on_error``) before a cache is built."""
     crop = resolve_crop(table, crop)
     key = cache_key(table, size, crop)
     channels, height, width = size
-    folder = (cache_dir or default_cache_dir()) / f"{table.dataset}-{channels}x{height}x{width}-{crop}-{key}"
+    root = cache_dir or default_cache_dir()
+    folder = root / f"{table.dataset}-{channels}x{height}x{width}-{crop}-{key}"
     if (folder / "meta.json").is_file():
         damage = cache_damage(folder, (len(table), channels, height, width))
         if damage is None:
@@ -202,33 +292,53 @@ def build_cache(table: SampleTable, size: tuple[int, int, int], crop: Crop | Non
         note(f"the decode cache {folder} is damaged ({damage}); building it again")
         shutil.rmtree(folder, ignore_errors=True)
 
+    started = time.perf_counter()
     adapter = get_dataset(table.dataset)
     landmarks = _landmark_array(table)
+    boxes_place = boxes_folder(table, crop, root) if crop == "haar" else None
+    boxes = load_boxes(boxes_place, len(table)) if boxes_place is not None else None
+    reused = boxes is not None
+    jobs = face_jobs(table, size, crop, boxes)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         images = np.lib.format.open_memmap(staging / "images.npy", mode="w+", dtype=np.uint8,
                                            shape=(len(table), channels, height, width))
         cropped_landmarks = np.full_like(landmarks, np.nan)
-        found = np.zeros(len(table), dtype=bool)
+        squares = np.zeros((len(table), 3), np.float64)
+        how: list[str] = [""] * len(table)
 
-        def decode(row: int) -> int:
-            images[row], cropped_landmarks[row], found[row] = decode_row(adapter, table, row, size, crop,
-                                                                          landmarks[row])
-            return row
-
-        done = 0
-        with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
-            for _ in pool.map(decode, range(len(table))):
-                done += 1
+        def fill(use_processes: bool | None) -> None:
+            if progress is not None:
+                progress(0, len(table))
+            faces = _prepare_rows(adapter, table, jobs, workers or default_workers(), use_processes)
+            for row, face in enumerate(faces):
+                images[row] = face.pixels
+                squares[row] = face.square
+                cropped_landmarks[row] = landmarks_in_crop(landmarks[row], Square(*face.square))
+                how[row] = face.how
                 if progress is not None:
-                    progress(done, len(table))
+                    progress(row + 1, len(table))
+
+        try:
+            fill(processes)
+        except BrokenProcessPool as error:  # e.g. a script that starts a run without `if __name__ == "__main__":`
+            note(f"worker processes stopped ({error}); decoding {table.dataset} on threads instead")
+            fill(False)
         images.flush()
+        if boxes_place is not None and boxes is None:
+            boxes = save_boxes(boxes_place, squares, how, {"dataset": table.dataset, "root": str(table.root),
+                                                           "crop": crop})
         np.save(staging / "landmarks.npy", cropped_landmarks)
         table.frame[["sample_id", "label", "pose"]].to_csv(staging / "samples.csv", index=False)
+        found = sum(h in FOUND for h in how)
+        seconds = time.perf_counter() - started
         meta = {"key": key, "version": CACHE_VERSION, "dataset": table.dataset, "root": str(table.root),
                 "size": list(size), "crop": crop, "count": len(table), "synthetic": table.synthetic,
-                "faces_found": int(found.sum()), "fallback_crops": int((~found).sum())}
+                "faces_found": found, "fallback_crops": len(table) - found, "detections": method_counts(how),
+                "boxes": str(boxes.folder) if boxes is not None else None,
+                "boxes_reused": reused,
+                "build_seconds": round(seconds, 3)}
         (staging / "meta.json").write_text(json.dumps(meta, indent=2))
         try:
             os.replace(staging, folder)

@@ -2,12 +2,14 @@
 
 A crop is a square in image pixels around the face (side = the box's longer side times ``1 + margin``); the
 parts outside the image are padded with the edge colour. Landmarks follow the crop into normalised [0, 1]
-coordinates of the cropped image.
+coordinates of the cropped image. The detectors scan a small copy of the image (shorter side 144 px, so the
+smallest face they find is 1/6 of the shorter side, as at full resolution) and the square is mapped back to the
+full image's pixels.
 """
 
 from __future__ import annotations
 
-import functools
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -70,10 +72,16 @@ def landmarks_in_crop(landmarks: np.ndarray, square: Square) -> np.ndarray:
     return ((landmarks - np.array([square.x0, square.y0])) / square.side).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=1)
+_PER_THREAD = threading.local()
+
+
 def _cascades() -> tuple[cv2.CascadeClassifier, cv2.CascadeClassifier]:
+    """The frontal and profile cascades of this thread: a CascadeClassifier keeps working buffers, so threads that
+    share one get each other's detections."""
     import cv2
 
+    if hasattr(_PER_THREAD, "cascades"):
+        return _PER_THREAD.cascades
     if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
         raise FbenchError(
             "OpenCV has no Haar cascades (opencv-python-headless 5.x ships none); install "
@@ -82,32 +90,86 @@ def _cascades() -> tuple[cv2.CascadeClassifier, cv2.CascadeClassifier]:
     folder = cv2.data.haarcascades  # type: ignore[attr-defined]  # OpenCV's stubs leave out cv2.data
     frontal = cv2.CascadeClassifier(folder + "haarcascade_frontalface_default.xml")
     profile = cv2.CascadeClassifier(folder + "haarcascade_profileface.xml")
+    _PER_THREAD.cascades = (frontal, profile)
     return frontal, profile
 
 
+# The smallest face the detectors look for is 1/6 of the image's shorter side. The frontal cascade's window is
+# 24 px, so detection runs on a copy whose shorter side is 6 x 24 px: the scale pyramid then starts at the smallest
+# face, as it does at full resolution, and the copy costs a fraction of the full image to scan and to decode.
+MIN_FACE_FRACTION = 6
+DETECT_SHORT_SIDE = 24 * MIN_FACE_FRACTION
+FRONTAL, PROFILE, FALLBACK = "frontal", "profile", "fallback"
+# Which way the profile cascade (trained on faces whose nose points to the image's left) looks, by pose: the image
+# itself for left profiles (FL, HL: KDEF's, like the synthetic set's, look to the image's left), its mirror image
+# for right ones. Half profiles (HL, HR) look the other way too when that finds nothing; full profiles do not (a
+# face seen from the side shows one way only, so a hit the other way is not that face, and skipping the pass saves
+# a sixth of the detection time). Frontal and unknown poses look both ways and keep the larger face.
+_MIRROR_FIRST = {"FL": False, "HL": False, "FR": True, "HR": True}
+_FULL_PROFILES = ("FL", "FR")
+
+
+def detection_copy(gray: np.ndarray) -> np.ndarray:
+    """``gray`` shrunk (area interpolation) so that its shorter side is ``DETECT_SHORT_SIDE``; unchanged when it
+    is that small already."""
+    import cv2
+
+    height, width = gray.shape
+    scale = DETECT_SHORT_SIDE / min(height, width)
+    if scale >= 1.0:
+        return gray
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+
+
+def locate_face(gray: np.ndarray, pose: str = "", full_size: tuple[int, int] | None = None) -> tuple[Square, str]:
+    """The face in a grayscale image: the largest Haar detection (frontal, then profile), or the fixed per-pose
+    crop. ``gray`` may be a reduced copy of an image of ``full_size`` = (height, width); the square is in the
+    full image's pixels. Returns the square and how it was found: ``FRONTAL``, ``PROFILE`` or ``FALLBACK``."""
+    height, width = full_size or gray.shape[:2]
+    small = detection_copy(gray)
+    small_height, small_width = small.shape
+    scale_x, scale_y = width / small_width, height / small_height
+    min_side = max(24, min(small_height, small_width) // MIN_FACE_FRACTION)
+    frontal, profile = _cascades()
+
+    def boxes(cascade: cv2.CascadeClassifier, mirrored: bool) -> list[tuple[int, int, int, int]]:
+        image = small[:, ::-1].copy() if mirrored else small
+        found = cascade.detectMultiScale(image, 1.1, 5, minSize=(min_side, min_side))
+        return [(small_width - int(x) - int(w) if mirrored else int(x), int(y), int(w), int(h))
+                for (x, y, w, h) in found]
+
+    candidates, how = [], FRONTAL
+    if pose in ("", "S", "HL", "HR"):
+        candidates = boxes(frontal, mirrored=False)
+    if not candidates:
+        how = PROFILE
+        if pose in _MIRROR_FIRST:
+            first = _MIRROR_FIRST[pose]
+            candidates = boxes(profile, mirrored=first)
+            if not candidates and pose not in _FULL_PROFILES:
+                candidates = boxes(profile, mirrored=not first)
+        else:
+            candidates = boxes(profile, mirrored=False) + boxes(profile, mirrored=True)
+    if candidates:
+        x, y, w, h = max(candidates, key=lambda b: b[2] * b[3])
+        return Square.around(x * scale_x, y * scale_y, (x + w) * scale_x, (y + h) * scale_y), how
+    return fallback_square(pose, height, width), FALLBACK
+
+
+def fallback_square(pose: str, height: int, width: int) -> Square:
+    """The fixed crop where a KDEF photograph's face sits, by pose, for an image of ``height`` x ``width``."""
+    fx0, fy0, fx1, fy1 = KDEF_FALLBACK_BOXES.get(pose, KDEF_FALLBACK_BOXES[""])
+    return Square.around(fx0 * width, fy0 * height, fx1 * width, fy1 * height, margin=0.0)
+
+
 def detect_face(image: np.ndarray, pose: str = "") -> tuple[Square, bool]:
-    """The largest Haar detection (frontal, then profile, mirrored for the other side), or the fixed
-    per-pose crop. Returns the square and whether a detector found it."""
+    """:func:`locate_face` on an H x W (x 3 RGB) image: the square and whether a detector found it."""
     import cv2
 
     gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    height, width = gray.shape
-    min_side = max(24, min(height, width) // 6)
-    frontal, profile = _cascades()
-    candidates: list[tuple[int, int, int, int]] = []
-    if pose in ("", "S", "HL", "HR"):
-        found = frontal.detectMultiScale(gray, 1.1, 5, minSize=(min_side, min_side))
-        candidates += [(int(x), int(y), int(w), int(h)) for (x, y, w, h) in found]
-    if not candidates:
-        found = profile.detectMultiScale(gray, 1.1, 5, minSize=(min_side, min_side))
-        candidates += [(int(x), int(y), int(w), int(h)) for (x, y, w, h) in found]
-        mirrored = profile.detectMultiScale(gray[:, ::-1].copy(), 1.1, 5, minSize=(min_side, min_side))
-        candidates += [(width - x - w, y, w, h) for (x, y, w, h) in mirrored]
-    if candidates:
-        x, y, w, h = max(candidates, key=lambda b: b[2] * b[3])
-        return Square.around(x, y, x + w, y + h), True
-    fx0, fy0, fx1, fy1 = KDEF_FALLBACK_BOXES.get(pose, KDEF_FALLBACK_BOXES[""])
-    return Square.around(fx0 * width, fy0 * height, fx1 * width, fy1 * height, margin=0.0), False
+    square, how = locate_face(gray, pose)
+    return square, how != FALLBACK
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:

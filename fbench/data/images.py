@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -41,6 +41,30 @@ def read_image_file(path: Path) -> np.ndarray:
             if image.mode not in ("L", "RGB"):
                 image = image.convert("RGB")
             return np.asarray(image, dtype=np.uint8)
+    except FileNotFoundError:
+        raise UnreadableImageError(f"image {str(path)!r} does not exist") from None
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise UnreadableImageError(f"image {str(path)!r} cannot be decoded ({error}); replace or remove it") from None
+
+
+def read_image_reduced(path: Path, reduction: Callable[[int, int], int], gray: bool = False
+                       ) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode ``path`` at a reduced size where the format allows it cheaply (JPEG: 1/2, 1/4 or 1/8 inside the
+    decoder, PIL's draft mode), reduced at most ``reduction(height, width)`` times for a full image of that size.
+    Returns the pixels (uint8 H x W x 3 RGB, or H x W when ``gray`` or the file is grayscale; ITU-R 601 luma) and
+    the full image's (height, width). Other formats decode at full size."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            factor = max(1, int(reduction(height, width)))
+            if factor > 1 and image.format == "JPEG":
+                image.draft("L" if gray else "RGB", (max(1, width // factor), max(1, height // factor)))
+            image.load()
+            if image.mode not in ("L", "RGB"):
+                image = image.convert("RGB")
+            if gray and image.mode != "L":
+                image = image.convert("L")
+            return np.asarray(image, dtype=np.uint8), (height, width)
     except FileNotFoundError:
         raise UnreadableImageError(f"image {str(path)!r} does not exist") from None
     except (UnidentifiedImageError, OSError, ValueError) as error:

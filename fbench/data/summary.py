@@ -1,9 +1,11 @@
-"""What a sample table holds, for `fbench data info` and for logs, and the image files it left out."""
+"""What a sample table holds, for `fbench data info` and for logs (with how its face crops are made), and the
+image files it left out."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from fbench.data.cache import detection_counts, resolve_crop
 from fbench.data.images import IMAGE_PROBLEMS
 from fbench.data.table import SampleTable
 
@@ -42,6 +44,9 @@ def summarize(table: SampleTable) -> dict[str, Any]:
         "skipped": {reason: len(where) for reason, where in table.report.skipped.items()},
         "bad_files": bad_files(table),
     }
+    # How the face crops are made (detections: None until `fbench data prepare` or a run has detected them).
+    summary["crop"] = resolve_crop(table, None)
+    summary["detections"] = detection_counts(table, summary["crop"])
     if "session" in frame.columns:
         summary["sessions"] = sorted(str(s) for s in frame["session"].unique() if s)
     if table.meta.get("synthetic_info"):
