@@ -1,8 +1,9 @@
-"""The terminal side of a suite run: progress bars (cells and the running cell's epochs, with ETA), notes, and
-the leaderboard as a rich table."""
+"""The terminal side of a suite run: progress bars (cells and the running cell's epochs, with ETA) on a terminal,
+plain flushed lines in a log (:func:`run_progress` picks), notes, and the leaderboard as a rich table."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -12,6 +13,7 @@ from rich.progress import Progress as RichProgress  # beside fbench.run.context.
 from rich.table import Table
 
 from fbench.report.tables import SUMMARY_COLUMNS, ReportData, format_macs, format_params, leaderboard_table
+from fbench.run import store
 from fbench.run.cell import CellOutcome
 from fbench.run.context import Progress
 from fbench.suite.schema import LEAKY_LABEL
@@ -69,6 +71,106 @@ class RichProgressBars(Progress):
         self.console.print(text, style=style, markup=False)
 
 
+def duration_text(seconds: float) -> str:
+    """``"45 s"``, ``"3 min 05 s"``, ``"2 h 07 min"``."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def clean_test_accuracy(folder: Path) -> float | None:
+    """A finished cell's clean test accuracy from its ``metrics.json``; None where the file or the row is missing."""
+    path = folder / store.METRICS
+    if not path.is_file():
+        return None
+    try:
+        rows = store.read_json(path)
+    except (OSError, ValueError):
+        return None
+    for row in rows if isinstance(rows, list) else []:
+        if isinstance(row, dict) and row.get("condition") == "clean" and row.get("accuracy") is not None:
+            return float(row["accuracy"])
+    return None
+
+
+class LineProgress(Progress):
+    """The run's :class:`~fbench.run.context.Progress` hooks as plain lines, each flushed, for logs (batch jobs,
+    nohup, CI) where bars would not show: one line per epoch of the running cell (epoch/total, train loss,
+    validation accuracy, training images per second, the cell's ETA) and one per finished cell (its time, clean
+    test accuracy, k of n cells)."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self.console = console
+        self.total = 0
+        self.ended = 0
+        self.cell_name = ""
+        self.cell_epochs = 0
+        self.epoch_seconds: list[float] = []
+        self.start_suite = self._start_suite
+        self.start_cell = self._start_cell
+        self.epoch = self._epoch
+        self.end_cell = self._end_cell
+        self.note = self._line
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.console.file.flush()
+
+    def _line(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        self.console.file.flush()
+
+    def _start_suite(self, total: int, finished: int) -> None:
+        self.total, self.ended = total, 0
+        self._line(f"suite: {total} cells" + (f", {finished} already finished: reusing them" if finished else ""))
+
+    def _start_cell(self, cell: Any, epochs: int) -> None:
+        self.cell_name, self.cell_epochs, self.epoch_seconds = cell.name, int(epochs), []
+        self._line(f"cell {self.ended + 1} of {self.total}: {cell.name} training, {epochs} epochs")
+
+    def _epoch(self, record: dict[str, Any]) -> None:
+        epoch = int(record.get("epoch") or len(self.epoch_seconds) + 1)
+        parts = [f"{self.cell_name} epoch {epoch}/{self.cell_epochs}"]
+        details = []
+        if record.get("train_loss") is not None:
+            details.append(f"train loss {float(record['train_loss']):.4f}")
+        if record.get("val_accuracy") is not None:
+            details.append(f"val acc {100 * float(record['val_accuracy']):.1f}%")
+        if record.get("images_per_second") is not None:
+            details.append(f"{float(record['images_per_second']):,.0f} img/s")
+        if record.get("seconds") is not None:
+            self.epoch_seconds.append(float(record["seconds"]))
+            left = max(0, self.cell_epochs - epoch)
+            mean = sum(self.epoch_seconds) / len(self.epoch_seconds)
+            details.append(f"ETA {duration_text(mean * left)}" if left else "training done")
+        self._line(": ".join([parts[0], ", ".join(details)]) if details else parts[0])
+
+    def _end_cell(self, outcome: CellOutcome) -> None:
+        self.ended += 1
+        if outcome.reused:
+            return
+        where = f"cell {self.ended} of {self.total}"
+        if outcome.status == store.FAILED:
+            self._line(f"{where} FAILED: {outcome.cell.name} after {duration_text(outcome.seconds)}: {outcome.reason}")
+            return
+        accuracy = clean_test_accuracy(outcome.folder)
+        text = f"{where} done: {outcome.cell.name} in {duration_text(outcome.seconds)}"
+        if accuracy is not None:
+            text += f", clean test acc {100 * accuracy:.1f}%"
+        self._line(text)
+
+
+def run_progress(console: Console) -> RichProgressBars | LineProgress:
+    """Progress bars where ``console`` is a terminal, plain lines (a log) where it is not."""
+    return RichProgressBars(console) if console.is_terminal else LineProgress(console)
+
+
 # Narrower headers for the terminal's summary table (SUMMARY_COLUMNS: the leaderboard's columns that are not
 # conditions).
 SHORT_HEADERS = {"rank": "#", "clean acc % (mean ± std [CI])": "clean acc %", "balanced acc %": "bal. acc",
@@ -117,6 +219,13 @@ def print_leaderboards(console: Console, run: Any) -> None:
             caption += ("; INCOMPLETE: " + ", ".join(f"{label} {cells}" for label, cells in board.incomplete.items())
                         + ("; ranked anyway (--partial)" if board.partial else "; not ranked (--partial ranks them)"))
         console.print(_table(title, summary, caption=caption))
+        plan = getattr(run, "plan", None)
+        for entry in plan.limited(board.view) if plan is not None else []:
+            rate = entry.train_per_s / entry.copies
+            needs = f"; a cell trained as the others would take about {duration_text(entry.needed_seconds)}"
+            console.print(f"NOT RANKED {entry.label}: budget-limited on this device ({rate:.1f} training images/s"
+                          f"{needs if entry.needed_seconds else ''}; the report says more)",
+                          style="yellow", markup=False, soft_wrap=True)
         conditions = [c for c in frame.columns if c not in SUMMARY_COLUMNS]
         if conditions:
             # one row per condition, one column per architecture: stays narrow as conditions grow

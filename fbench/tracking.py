@@ -1,5 +1,10 @@
 """MLflow tracking: one experiment per suite, one parent run per invocation, one nested child run per cell.
 
+Beside the cells, a summary run per architecture x view (tag ``fbench.kind=summary``) holds that architecture's
+leaderboard numbers, so that the runs table, filtered to summary runs and sorted by accuracy, is the leaderboard
+(:func:`leaderboard_fragment`, what ``fbench ui`` prints). Experiments are tagged as model training
+(``mlflow.experimentKind``), not GenAI.
+
 Tracking is optional. ``make_tracker(False)`` returns the no-op :class:`Tracker`, and nothing in this module
 imports mlflow until an :class:`MlflowTracker` is made, so fbench runs where MLflow is not installed (a GPU
 machine, say) as long as tracking is off.
@@ -36,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
 
 from fbench.data.files import WHAT_TO_DO
 from fbench.errors import FbenchError
@@ -47,6 +53,9 @@ from fbench.suite.schema import LEAKY_LABEL
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from mlflow import MlflowClient
 
+    from fbench.run.cells import Cell
+    from fbench.score.leaderboard import Leaderboard
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_FILE = "mlflow.db"
@@ -54,6 +63,24 @@ ARTIFACTS_FOLDER = "mlartifacts"
 NOT_INSTALLED = "MLflow is not installed here; install it or run with --no-tracking"
 PARENT_RUN_TAG = "mlflow.parentRunId"
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
+KIND_TAG = "fbench.kind"  # what a run is: "suite" (the parent), "cell", or "summary" (one per architecture x view)
+SUMMARY_KIND = "summary"
+SUMMARY_METRIC = "accuracy"  # a summary run's clean accuracy (mean over runs): sorting by it is the leaderboard
+# MLflow 3 tells model-training experiments from GenAI ones by this experiment tag (mlflow.entities.ExperimentKind
+# in the UI: "custom_model_development"; mlflow/demo tags GenAI ones "genai_development"). MLflow 3.17's UI also
+# keeps a workflow type of its own (a switch, remembered in the browser) that the URL's ``workflowType`` sets.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+UI_WORKFLOW = "machine_learning"
+# A saved view of the runs table (MLflow 3's "Views" menu, opened by the address's ``viewStateShareKey``): an
+# experiment tag ``mlflow.sharedViewState.<id>`` holding {name, createdAt, updatedAt, state} with the state as JSON
+# text (the UI's own format). Ours filters to the summary runs, sorts by accuracy and shows the leaderboard's columns,
+# which the address's query alone cannot (the UI keeps chosen columns in the browser).
+SAVED_VIEW_PREFIX = "mlflow.sharedViewState."
+LEADERBOARD_VIEW = "fbench-leaderboard"
+LEADERBOARD_VIEW_NAME = "fbench leaderboard"
+LEADERBOARD_COLUMNS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "balanced_accuracy", "macro_f1", "rank",
+                       "p_holm", "params", "macs", "latency_ms")
 
 # MLflow's own limits (mlflow.utils.validation in 2.x and 3.x): checked, not guessed.
 MAX_PARAM_VALUE_LENGTH = 6000
@@ -247,6 +274,12 @@ class Tracker:
     def log_suite_artifacts(self, paths: Sequence[Path]) -> None:
         """Files (or folders) on the parent run: the report, leaderboard tables, plots."""
 
+    def log_summary(self, label: str, view: str, params: Mapping[str, Any], metrics: Mapping[str, float],
+                    tags: Mapping[str, Any]) -> str | None:
+        """Log ``label``'s numbers on ``view`` as a summary run under the parent (one per architecture x view in
+        the experiment, reused by later invocations); returns its run id (None when off)."""
+        return None
+
     def end(self, status: str = "FINISHED") -> None:
         """End the parent run with ``status``: FINISHED, FAILED or KILLED."""
         _check_status(status)
@@ -294,6 +327,8 @@ class MlflowTracker(Tracker):
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self._ended = False
+        self._view_saved = False
+        self._database = database
 
     # -- suite --------------------------------------------------------------------------------------------
 
@@ -365,6 +400,61 @@ class MlflowTracker(Tracker):
         self.client.set_terminated(run_id, status=status)
         return run_id
 
+    # -- summaries ----------------------------------------------------------------------------------------
+
+    def log_summary(self, label: str, view: str, params: Mapping[str, Any], metrics: Mapping[str, float],
+                    tags: Mapping[str, Any]) -> str:
+        """The summary run of ``label`` on ``view``, made under the parent run, or the one an earlier invocation
+        made (found by its tags), moved under this parent and logged again: the experiment keeps one per
+        architecture x view. One whose params changed, or that holds a metric this one lacks (MLflow can change
+        neither), is deleted and made anew. NaN and infinite metrics are left out."""
+        parent = self._parent()
+        assert self.experiment_id is not None
+        flat = flatten_params(params)
+        numbers = _finite_metrics(metrics, f"summary {label} {view}")
+        run_tags = {**_tag_values(tags), PARENT_RUN_TAG: parent, KIND_TAG: SUMMARY_KIND, "label": label,
+                    "view": view}
+        kept: str | None = None
+        self._leaderboard_view()
+        with _store_lock(self._database, "summaries"):  # two processes of one suite must not both make the run
+            for found in self._summaries(label, view):
+                if kept is None and found.data.params == flat and set(found.data.metrics) <= set(numbers):
+                    kept = found.info.run_id
+                else:
+                    self.client.delete_run(found.info.run_id)
+            if kept is None:
+                kept = self.client.create_run(self.experiment_id, run_name=f"{label} \u00b7 {view}",
+                                              tags={PARENT_RUN_TAG: parent, KIND_TAG: SUMMARY_KIND}).info.run_id
+                self._log(kept, params=flat)
+            self._log(kept, tags=run_tags, metrics=[(key, value, 0) for key, value in numbers.items()])
+            self.client.set_terminated(kept, status="FINISHED")
+        return kept
+
+    def _leaderboard_view(self) -> None:
+        """Save the leaderboard view in the experiment (once per tracker; kept when it is already the same)."""
+        if self._view_saved or self.experiment_id is None:
+            return
+        tag = SAVED_VIEW_PREFIX + LEADERBOARD_VIEW
+        state = leaderboard_view_state()
+        found = self.client.get_experiment(self.experiment_id).tags.get(tag)
+        envelope: dict[str, Any] = {}
+        with contextlib.suppress(ValueError, TypeError):
+            envelope = dict(json.loads(found)) if found else {}
+        if envelope.get("state") != state or envelope.get("name") != LEADERBOARD_VIEW_NAME:
+            now = int(time.time() * 1000)
+            created = envelope.get("createdAt")
+            value = {"name": LEADERBOARD_VIEW_NAME, "createdAt": created if isinstance(created, int) else now,
+                     "updatedAt": now, "state": state}
+            self.client.set_experiment_tag(self.experiment_id, tag, json.dumps(value))
+        self._view_saved = True
+
+    def _summaries(self, label: str, view: str) -> list[Any]:
+        """The experiment's live summary runs of ``label`` on ``view``, oldest first."""
+        assert self.experiment_id is not None
+        found = self.client.search_runs([self.experiment_id], filter_string=summary_filter(),
+                                        max_results=MAX_ENTITIES_PER_BATCH, order_by=["attributes.start_time ASC"])
+        return [run for run in found if run.data.tags.get("label") == label and run.data.tags.get("view") == view]
+
     # -- internals ----------------------------------------------------------------------------------------
 
     def _experiment(self, name: str) -> str:
@@ -375,6 +465,8 @@ class MlflowTracker(Tracker):
                                   f"deleted; restore it (mlflow experiments restore --experiment-id "
                                   f"{found.experiment_id}), remove it for good (mlflow gc), or name another "
                                   f"experiment in the suite's tracking.experiment")
+            if found.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:  # made by an older fbench, or by hand
+                self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
             return found.experiment_id
         location = None
         database = _sqlite_path(self.uri) if self.uri is not None else None
@@ -382,7 +474,8 @@ class MlflowTracker(Tracker):
             # keep artifacts beside the database, not in whatever folder the process started in
             location = (database.resolve().parent / ARTIFACTS_FOLDER / metric_key(name).replace("/", "_")).as_uri()
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(name, artifact_location=location,
+                                                 tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
         except self._mlflow.exceptions.MlflowException:
             found = self.client.get_experiment_by_name(name)  # created meanwhile by another process
             if found is None:
@@ -439,6 +532,23 @@ def check_writable_database(database: Path) -> None:
         advice = WHAT_TO_DO.get(error.errno or 0, f"make {database.parent} writable")
         raise FbenchError(f"cannot write the MLflow store {database}{where}: {error.strerror or error}; {advice}; "
                           f"or {STORE_ADVICE}") from None
+
+
+@contextlib.contextmanager
+def _store_lock(database: Path | None, what: str, wait: float = 120.0) -> Iterator[None]:
+    """Held by one fbench process at a time for ``what`` in the SQLite store ``database`` (a lock file beside it,
+    waited for at most ``wait`` seconds); nothing for other stores."""
+    if database is None:
+        yield
+        return
+    lock = store.CellLock(database.parent, heartbeat=5.0, stale_seconds=wait, name=f".{database.name}.{what}.lock")
+    deadline = time.monotonic() + wait
+    while lock.acquire() is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _open_sqlite_store(uri: str, database: Path, wait: float = 120.0) -> MlflowClient:
@@ -552,6 +662,114 @@ def log_cell(tracker: Tracker, outcome: CellOutcome, suite_tags: Mapping[str, st
     tracker.log_cell(cell.name, cell.to_dict(), history, metrics, tags, artifacts)
 
 
+# ---------------------------------------------------------------------------------------------- summaries
+
+# a cell's fields that differ between the runs of one architecture x view, or between machines: left out of the
+# summary run's params (its ``folds_run`` and ``seeds`` params name the runs it sums up)
+_PER_CELL_FIELDS = ("fold", "seed", "dataset_root", "dataset_fingerprint", "format", "suite", "label", "view")
+_NOT_A_PERTURBATION = ("clean", "pose")  # "pose" is a breakdown of clean accuracy, logged per pose instead
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One architecture x view of a suite's leaderboards, as a summary run logs it."""
+
+    label: str
+    view: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+
+def summary_filter() -> str:
+    """The MLflow search filter that keeps a suite experiment's summary runs."""
+    return f"tags.`{KIND_TAG}` = '{SUMMARY_KIND}'"
+
+
+def summaries(leaderboards: Sequence[Leaderboard], cells: Sequence[Cell],
+              profiles: Mapping[str, Mapping[str, Any]]) -> list[Summary]:
+    """Every architecture x view of ``leaderboards``, best first per view.
+
+    Metrics: ``accuracy`` (clean, mean over runs) with ``accuracy_std``, ``accuracy_ci_low`` and
+    ``accuracy_ci_high``; ``balanced_accuracy`` and ``macro_f1`` (with ``_std``); ``accuracy.pose.<pose>``;
+    ``accuracy.<condition>`` and ``drop_from_clean.<condition>`` per perturbation; ``rank`` (1 = best; absent
+    for an architecture not ranked, cells short); ``diff_vs_best`` and ``p_holm`` of the paired test against the
+    best; ``params``, ``macs`` and ``latency_ms`` from ``profiles`` (by label) where known; ``n_runs``.
+    Params: the cells' shared config (architecture, variant options, input size, recipe, protocol, ...).
+    """
+    grouped: dict[tuple[str, str], list[Cell]] = {}
+    for cell in cells:
+        grouped.setdefault((cell.label, cell.view), []).append(cell)
+    found = []
+    for board in leaderboards:
+        clean = board.clean()
+        ranked = [str(label) for label in clean["label"] if board.partial or label not in board.incomplete]
+        labels = list(dict.fromkeys([*map(str, clean["label"]), *map(str, board.aggregate["label"])]))
+        for label in labels:
+            runs = grouped.get((label, board.view), [])
+            metrics = _summary_metrics(board, label)
+            if label in ranked:
+                metrics["rank"] = float(ranked.index(label) + 1)
+            profile = profiles.get(label) or {}
+            metrics.update({name: profile[name] for name in ("params", "macs", "latency_ms")
+                            if profile.get(name) is not None})
+            tags = {"cells": board.cells.get(label, ""), "reference": str(label == board.reference).lower(),
+                    **({"incomplete": board.incomplete[label]} if label in board.incomplete else {})}
+            params: dict[str, Any] = {}
+            if runs:
+                first = runs[0]
+                params = {key: value for key, value in first.to_dict().items() if key not in _PER_CELL_FIELDS}
+                params["folds_run"] = sorted({cell.fold for cell in runs})
+                params["seeds"] = sorted({cell.seed for cell in runs})
+                tags.update({"architecture": first.architecture,
+                             **selection_tags([board.view] if first.leaky else [], [board.view])})
+            found.append(Summary(label, board.view, params, metrics, tags))
+    return found
+
+
+def _summary_metrics(board: Leaderboard, label: str) -> dict[str, float]:
+    rows = board.aggregate[board.aggregate["label"] == label]
+    metrics: dict[str, float] = {}
+    for _, row in rows.iterrows():
+        condition = str(row["condition"])
+        if condition == "clean":
+            metrics.update({SUMMARY_METRIC: row.get("accuracy_mean"), "accuracy_std": row.get("accuracy_std"),
+                            "accuracy_ci_low": row.get("accuracy_ci_low"),
+                            "accuracy_ci_high": row.get("accuracy_ci_high"),
+                            "balanced_accuracy": row.get("balanced_accuracy_mean"),
+                            "balanced_accuracy_std": row.get("balanced_accuracy_std"),
+                            "macro_f1": row.get("macro_f1_mean"), "macro_f1_std": row.get("macro_f1_std"),
+                            "n_runs": row.get("n_runs")})
+        elif condition not in _NOT_A_PERTURBATION:
+            metrics[f"accuracy.{condition}"] = row.get("accuracy_mean")
+            metrics[f"drop_from_clean.{condition}"] = row.get("drop_from_clean_mean")
+    poses = board.per_pose
+    if not poses.empty:
+        for _, row in poses[poses["label"] == label].iterrows():
+            metrics[f"accuracy.pose.{row['pose']}"] = row["accuracy_mean"]
+    comparisons = board.comparisons
+    if not comparisons.empty and "system" in comparisons.columns:
+        for _, row in comparisons[comparisons["system"] == label].iterrows():
+            metrics.update({"diff_vs_best": row["diff"], "p_holm": row["p_holm"]})
+    return metrics  # NaN and None are kept here and left out when logged
+
+
+def log_summaries(tracker: Tracker, leaderboards: Sequence[Leaderboard], cells: Sequence[Cell],
+                  profiles: Mapping[str, Mapping[str, Any]], suite_tags: Mapping[str, str]) -> list[str]:
+    """Log every architecture x view of ``leaderboards`` as a summary run under ``tracker``'s parent run (see
+    :func:`summaries`); returns their run ids (none with tracking off)."""
+    if not tracker.enabled:
+        return []
+    suite_level = {key: value for key, value in suite_tags.items() if key != "leaky_note"}
+    logged = []
+    for summary in summaries(leaderboards, cells, profiles):
+        run_id = tracker.log_summary(summary.label, summary.view, summary.params, summary.metrics,
+                                     {**suite_level, **summary.tags})
+        if run_id is not None:
+            logged.append(run_id)
+    return logged
+
+
 @dataclass(frozen=True)
 class TrackingTarget:
     """The MLflow parent run that jobs (cells, tuning workers) log their child runs under."""
@@ -611,22 +829,58 @@ def _check_port(host: str, port: int) -> None:
                               f"pick another port with --port") from None
 
 
+def leaderboard_view_state() -> str:
+    """The leaderboard view's state as the MLflow UI stores it: search facets and chosen columns, as JSON text."""
+    columns = [f"metrics.`{name}`" for name in LEADERBOARD_COLUMNS]
+    return json.dumps({"searchFilter": summary_filter(), "orderByKey": columns[0], "orderByAsc": False,
+                       "selectedColumns": columns}, sort_keys=True)
+
+
+def leaderboard_fragment(experiment_id: str, saved_view: bool = True) -> str:
+    """The MLflow UI's address (the part after ``host:port/``) of experiment ``experiment_id``'s runs table in
+    model-training mode, showing its summary runs best accuracy first: the leaderboard.
+
+    With ``saved_view``, the address opens the leaderboard view saved in the experiment (its columns too);
+    without, the address carries the filter and the sort itself (the UI's ``searchFilter``, ``orderByKey`` and
+    ``orderByAsc``, as MLflow 3's bundle reads them). ``workflowType`` picks "machine learning" over GenAI."""
+    if saved_view:
+        return f"#/experiments/{experiment_id}/runs?workflowType={UI_WORKFLOW}&viewStateShareKey={LEADERBOARD_VIEW}"
+    query = urlencode({"workflowType": UI_WORKFLOW, "searchFilter": summary_filter(),
+                       "orderByKey": f"metrics.`{SUMMARY_METRIC}`", "orderByAsc": "false"}, quote_via=quote)
+    return f"#/experiments/{experiment_id}/runs?{query}"
+
+
 def _experiment_fragment(uri: str, experiment: str | None) -> str:
-    if not experiment:
-        return ""
+    """The leaderboard's address in ``experiment`` (default: the experiment of the latest suite run in the store);
+    the experiment's runs table where it has no summary runs yet; the UI's front page where there is no such
+    experiment."""
     from mlflow import MlflowClient
 
-    found = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
-    if found is None:
-        log.warning("MLflow experiment %r is not in %s; opening the UI's front page", experiment, uri)
-        return ""
-    return f"#/experiments/{found.experiment_id}"
+    client = MlflowClient(tracking_uri=uri)
+    if experiment:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            log.warning("MLflow experiment %r is not in %s; opening the UI's front page", experiment, uri)
+            return ""
+        experiment_id = found.experiment_id
+    else:
+        ids = [found.experiment_id for found in client.search_experiments()]
+        latest = client.search_runs(ids, filter_string=f"tags.`{KIND_TAG}` = 'suite'", max_results=1,
+                                    order_by=["attributes.start_time DESC"]) if ids else []
+        if not latest:
+            return ""
+        experiment_id = latest[0].info.experiment_id
+    if not client.search_runs([experiment_id], filter_string=summary_filter(), max_results=1):
+        return f"#/experiments/{experiment_id}/runs?workflowType={UI_WORKFLOW}"
+    tags = client.get_experiment(experiment_id).tags
+    return leaderboard_fragment(experiment_id, saved_view=SAVED_VIEW_PREFIX + LEADERBOARD_VIEW in tags)
 
 
 def run_ui(uri: str | None = None, host: str = "127.0.0.1", port: int = 5000, experiment: str | None = None) -> int:
     """Serve the MLflow UI for ``uri`` (default as for tracking) until Ctrl-C; returns the server's exit status.
 
-    Prints the address (of ``experiment``'s page, when named). The server runs in a process group of its own,
+    Prints the address of the leaderboard: the runs table of ``experiment`` (default: the latest suite run's) with
+    its summary runs, sorted by accuracy. The server runs in a process group of its own,
     stopped whole (its workers too) when this function leaves: Ctrl-C returns 0; another KeyboardInterrupt (the
     CLI's SIGTERM) is raised again once the server is stopped and its port free.
     """
@@ -635,8 +889,10 @@ def run_ui(uri: str | None = None, host: str = "127.0.0.1", port: int = 5000, ex
     _import_mlflow()
     _check_port(host, port)
     shown = f"[{host}]" if ":" in host else host
-    address = f"http://{shown}:{port}/{_experiment_fragment(resolved, experiment)}"
-    print(f"MLflow UI for {resolved}\n  {address}\n  (Ctrl-C to stop)", flush=True)
+    fragment = _experiment_fragment(resolved, experiment)
+    what = ("the leaderboard: a summary run per architecture x view, best accuracy first\n  "
+            if "searchFilter" in fragment or LEADERBOARD_VIEW in fragment else "")
+    print(f"MLflow UI for {resolved}\n  {what}http://{shown}:{port}/{fragment}\n  (Ctrl-C to stop)", flush=True)
     process = subprocess.Popen(ui_command(resolved, host, port), start_new_session=True)
     try:
         return process.wait()

@@ -264,6 +264,7 @@ def train_model(model: nn.Module, train: TrainData, val: EvalData | None, settin
                     best_in_memory = {k: v.detach().clone() for k, v in model.state_dict().items()}
         scheduler_step(scheduler, record if val is not None else None)
         record["seconds"] = time.perf_counter() - start
+        record["images_per_second"] = n / record["seconds"]  # training images over the epoch's wall time
         result.history.append(record)
         if settings.on_epoch is not None:
             settings.on_epoch(dict(record))

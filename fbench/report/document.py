@@ -29,7 +29,15 @@ import pandas as pd
 from fbench.data.files import write_atomic
 from fbench.errors import FbenchError
 from fbench.report.plots import DPI, PLOT_FILES, PLOT_TITLES, PLOTS
-from fbench.report.tables import SUMMARY_COLUMNS, ReportData, comparisons_table, leaderboard_table, significance_marks
+from fbench.report.tables import (
+    SUMMARY_COLUMNS,
+    ReportData,
+    budget_limited_lines,
+    comparisons_table,
+    leaderboard_table,
+    per_pose_table,
+    significance_marks,
+)
 from fbench.suite.schema import LEAKY_LABEL
 
 if TYPE_CHECKING:
@@ -85,6 +93,10 @@ def _blocks(data: ReportData, images: Sequence[str], plot_errors: Mapping[str, s
     facts = [f"Suite: {data.suite}"]
     if data.cells:
         facts.append("Cells: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in data.cells.items()))
+    if data.face_crops:
+        facts.append("Face crops: " + ", ".join(f"{how} {n:,}" for how, n in data.face_crops.items())
+                     + (" (Haar detection on a reduced copy; fallback = the fixed per-pose box)"
+                        if "fallback" in data.face_crops or "frontal" in data.face_crops else ""))
     blocks.append(("p", ". ".join(facts) + "."))
 
     blocks.append(("h", 2, "Budget"))
@@ -126,6 +138,9 @@ def _blocks(data: ReportData, images: Sequence[str], plot_errors: Mapping[str, s
             notes.append(f"sig. vs ref: paired comparison of clean predictions against {against} (exact McNemar "
                          "test, Holm-adjusted): * significant, n.s. not significant, ref the reference.")
         blocks.append(("list", notes))
+    if data.budget_limited:
+        blocks.append(("h", 3, "Budget-limited on this device"))
+        blocks.append(("list", budget_limited_lines(data)))
 
     blocks.append(("h", 2, "Paired comparisons"))
     comparisons = comparisons_table(data)
@@ -156,10 +171,21 @@ def _blocks(data: ReportData, images: Sequence[str], plot_errors: Mapping[str, s
             elif name in plot_errors:
                 blocks.append(("h", 3, PLOT_TITLES[name]))
                 blocks.append(("p", f"This plot could not be drawn: {plot_errors[name]}"))
+            if name == "pose" and (name in images or name in plot_errors):
+                blocks += _per_pose_blocks(data)
 
     blocks.append(("h", 2, "Provenance"))
     blocks.append(("pre", _provenance_text(data.provenance)))
     return blocks
+
+
+def _per_pose_blocks(data: ReportData) -> list[Block]:
+    """The per-pose plot's numbers as a table under it (architectures x poses)."""
+    table = per_pose_table(data)
+    if table.empty:
+        return []
+    return [("table", table), ("p", "Clean accuracy % by pose, mean over runs (folds x seeds); the plot's error bars "
+                                    "are the hierarchical bootstrap 95% CI.")]
 
 
 def _md_text(text: str) -> str:

@@ -19,9 +19,11 @@ from fbench.data.summary import bad_files_text
 from fbench.profile import count_macs, count_parameters
 from fbench.registry import get_architecture
 from fbench.report.document import report_folder, write_report
+from fbench.report.formats import write_leaderboard_files
 from fbench.report.tables import ReportData
 from fbench.run import store
 from fbench.run.context import setting_notes
+from fbench.run.plan import Plan
 from fbench.score.leaderboard import Leaderboard, condition_frame, efficiency_frame
 from fbench.suite.schema import budget_cuts
 from fbench.tracking import environment_tags, git_commit
@@ -70,8 +72,28 @@ def _provenance(run: Any, device: str) -> dict[str, Any]:
 
 
 def write_suite_report(run: Any, device: str) -> dict[str, Path]:
-    """Write the reports of ``run`` under ``reports/<suite>/<timestamp>/``; returns the main report's files."""
+    """Write the reports of ``run`` under ``reports/<suite>/<timestamp>/``, with ``leaderboard.csv`` and
+    ``leaderboard.json`` (every view) beside the main ``report.md``; returns the main report's files and those."""
     folder = report_folder(Path(run.suite.reports), run.suite.name)
+    views = suite_report_data(run, device)
+    written: dict[str, Path] = {}
+    for view, data in views:
+        target = folder if view == "main" else folder / "views" / view
+        paths = write_report(target, data)
+        if view == "main" or not written:
+            written = paths
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {**written, **write_leaderboard_files(folder, views)}
+    if getattr(run, "skipped_files", None):
+        listing = folder / SKIPPED_IMAGES_FILE
+        write_atomic(listing, "".join(f"{path}\t{reason}\n" for path, reason in run.skipped_files.items()).encode())
+        written = {**written, "skipped_images": listing}
+    return written
+
+
+def suite_report_data(run: Any, device: str) -> list[tuple[str, ReportData]]:
+    """Each view's :class:`ReportData` (the main protocol first), as the reports and the leaderboard files show
+    it; ``device`` is what the provenance names (the device, or "stored results")."""
     profiles = architecture_profiles(run, Path(run.suite.output))
     failures = [{"state": gap.state, "cell": gap.name, "key": gap.key, "label": gap.label, "reason": gap.reason}
                 for gap in run.completeness.gaps]
@@ -80,18 +102,18 @@ def write_suite_report(run: Any, device: str) -> dict[str, Path]:
               **run.completeness.state_counts()}
     leaky = {name: f"{protocol.kind}, the {name} protocol"
              for name, protocol in run.suite.protocols(run.dataset.fallback) if protocol.leaky}
-    written: dict[str, Path] = {}
-    for board in run.leaderboards:
-        data = _report_data(run, board, profiles, failures, counts, leaky.get(board.view), device)
-        target = folder if board.view == "main" else folder / "views" / board.view
-        paths = write_report(target, data)
-        if board.view == "main" or not written:
-            written = paths
-    if getattr(run, "skipped_files", None):
-        listing = folder / SKIPPED_IMAGES_FILE
-        write_atomic(listing, "".join(f"{path}\t{reason}\n" for path, reason in run.skipped_files.items()).encode())
-        written = {**written, "skipped_images": listing}
-    return written
+    boards = sorted(run.leaderboards, key=lambda board: board.view != "main")  # stable: extra views in order
+    return [(board.view, _report_data(run, board, profiles, failures, counts, leaky.get(board.view), device))
+            for board in boards]
+
+
+def plan_lines(plan: Plan | None, view: str) -> list[str]:
+    """What a time-planned budget gave each architecture of ``view`` on the device it measured."""
+    if plan is None:
+        return []
+    parts = [f"{e.label} {e.epochs} epochs x {e.train_images:,} images (about {e.seconds:.0f} s)"
+             for (_, entry_view), e in plan.entries.items() if entry_view == view and not e.is_limited]
+    return [f"time-planned on {plan.device} from a throughput probe: " + ("; ".join(parts) or "nothing trained")]
 
 
 def _image_counts(run: Any, view: str) -> list[str]:
@@ -117,6 +139,7 @@ def _image_counts(run: Any, view: str) -> list[str]:
 def _report_data(run: Any, board: Leaderboard, profiles: dict[str, dict[str, Any]], failures: list[dict],
                  counts: dict[str, int], leaky: str | None, device: str) -> ReportData:
     view = "" if board.view == "main" else f" — view {board.view}"
+    plan: Plan | None = getattr(run, "plan", None)
     synthetic_note = ""
     if run.dataset.synthetic:
         synthetic_note = (f"The suite's dataset {run.suite.dataset!r} was not given; these results come from "
@@ -137,11 +160,14 @@ def _report_data(run: Any, board: Leaderboard, profiles: dict[str, dict[str, Any
         synthetic=run.dataset.synthetic,
         synthetic_note=synthetic_note,
         budget=run.budget,
-        budget_cuts=budget_cuts(run.suite, run.budget) + _image_counts(run, board.view),
+        budget_cuts=(budget_cuts(run.suite, run.budget) + plan_lines(plan, board.view)
+                     + _image_counts(run, board.view)),
         leaky_protocol=leaky,
         setting_notes=setting_notes(run.cells),
         cells=counts,
         cells_per_architecture=board.cells,
         incomplete=board.incomplete,
         partial=board.partial,
+        face_crops=dict(getattr(run, "face_crops", None) or {}),
+        budget_limited={e.label: e.limited for e in plan.limited(board.view)} if plan is not None else {},
     )

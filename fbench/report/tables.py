@@ -4,8 +4,9 @@
   accuracy beside its (paired, RobustBench-style) change from clean, params, MACs and a significance mark.
 - :func:`comparisons_table`: the paired comparisons against the reference, one row each.
 - formatting helpers: accuracies in % with one decimal (:func:`format_pct`); counts as ``356.3 K`` / ``70.2 M``
-  (two decimals below 10: ``6.98 G``, :func:`format_count`); MACs as ``300.6 M MACs`` (multiply-accumulates,
-  never FLOPs, :func:`format_macs`); missing values as :data:`DASH`.
+  (two decimals below 10: ``6.98 G``, :func:`format_count`); MACs as ``300.6 M`` under a header that says MACs
+  (multiply-accumulates, never FLOPs, :func:`format_macs`); missing values as :data:`DASH`.
+- :func:`per_pose_table`: clean accuracy per architecture and pose, the numbers beside the per-pose plot.
 - per-label lookups shared with the plots: clean accuracy and its CI, the order of the labels.
 
 Nothing here imports matplotlib or torch.
@@ -32,7 +33,9 @@ __all__ = [
     "ReportData",
     "clean_accuracy_by_label",
     "clean_ci_by_label",
+    "comparison_by_label",
     "comparisons_table",
+    "efficiency_by_label",
     "format_count",
     "format_macs",
     "format_params",
@@ -41,6 +44,8 @@ __all__ = [
     "label_order",
     "leaderboard_table",
     "order_poses",
+    "per_pose_table",
+    "ranking",
     "require_columns",
     "significance_marks",
 ]
@@ -88,6 +93,10 @@ class ReportData:
         incomplete: label -> ``"cells n of N"`` for architectures with cells missing, failed or corrupt: marked in
             the leaderboard and, unless ``partial``, not ranked against complete ones.
         partial: incomplete architectures ranked anyway (``--partial``).
+        budget_limited: label -> why a time-planned budget did not train it on this device (and the time it would
+            need): listed under the leaderboard, not ranked.
+        face_crops: how the dataset's face crops were made, count by method (``frontal``, ``profile``,
+            ``fallback`` for Haar detection; ``box``, ``missing box``; ``whole image``); empty when unknown.
     """
 
     suite: str
@@ -110,6 +119,8 @@ class ReportData:
     cells_per_architecture: dict[str, str] = field(default_factory=dict)
     incomplete: dict[str, str] = field(default_factory=dict)
     partial: bool = False
+    face_crops: dict[str, int] = field(default_factory=dict)
+    budget_limited: dict[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------------- formatting
@@ -158,8 +169,9 @@ def format_params(value: Any) -> str:
 
 
 def format_macs(value: Any) -> str:
-    """A MAC count (multiply-accumulates, never FLOPs): ``"300.6 M MACs"``, ``"6.98 G MACs"``."""
-    return f"{format_count(value)} MACs" if is_finite(value) else DASH
+    """A MAC count (multiply-accumulates, never FLOPs) for a column whose header says "MACs", so the unit is said
+    once: ``"300.6 M"``, ``"6.98 G"``."""
+    return format_count(value)
 
 
 def _format_p(value: Any) -> str:
@@ -297,7 +309,15 @@ def significance_marks(data: ReportData) -> dict[str, str]:
     return marks
 
 
-def _efficiency_rows(data: ReportData) -> dict[str, dict[str, Any]]:
+def comparison_by_label(data: ReportData) -> dict[str, dict[str, Any]]:
+    """label -> its clean comparison against the reference (``compare_architectures`` row: ``reference``,
+    ``p_holm``, ``significant``, ...), keyed by display label; empty without comparisons."""
+    names = _system_labels(data)
+    return {names.get(str(row["system"]), str(row["system"])): row for row in _records(_clean_comparisons(data))}
+
+
+def efficiency_by_label(data: ReportData) -> dict[str, dict[str, Any]]:
+    """label -> ``params``, ``macs`` (, ``latency_ms``): the efficiency frame, completed from the leaderboard."""
     rows: dict[str, dict[str, Any]] = {}
     for row in _records(data.efficiency):
         rows.setdefault(str(row["label"]), row)
@@ -341,7 +361,7 @@ def leaderboard_table(data: ReportData) -> pd.DataFrame:
     for record in _records(data.conditions):
         if is_finite(record.get("drop_from_clean_mean")):
             condition_drops[(str(record["label"]), str(record["condition"]))] = float(record["drop_from_clean_mean"])
-    efficiency = _efficiency_rows(data)
+    efficiency = efficiency_by_label(data)
     marks = significance_marks(data)
     has = {key: any(is_finite(efficiency.get(lab, {}).get(key)) for lab in labels)
            for key in ("params", "macs", "latency_ms")}
@@ -385,14 +405,50 @@ def leaderboard_table(data: ReportData) -> pd.DataFrame:
             row["cells"] = data.cells_per_architecture.get(label, DASH)
         if label in data.incomplete:
             row["architecture"] = f"{label} (incomplete)"
-        row["_ranked"] = label not in data.incomplete or data.partial
-        row["_sort"] = float(clean_mean) if is_finite(clean_mean) else -math.inf
         rows.append(row)
-    # complete architectures first, by clean accuracy; incomplete ones (unless partial) after them, unranked
-    table = pd.DataFrame(rows).sort_values(["_ranked", "_sort"], ascending=False, kind="stable")
-    ranks = [str(i) for i in range(1, int(table["_ranked"].sum()) + 1)]
-    table.insert(0, "rank", ranks + [DASH] * (len(table) - len(ranks)))
-    return table.drop(columns=["_ranked", "_sort"]).reset_index(drop=True)
+    by_label = dict(zip(labels, rows, strict=True))
+    order = ranking(data)
+    table = pd.DataFrame([by_label[label] for label, _ in order])
+    table.insert(0, "rank", [str(rank) if rank is not None else DASH for _, rank in order])
+    return table
+
+
+def ranking(data: ReportData) -> list[tuple[str, int | None]]:
+    """The leaderboard's order as (label, rank): complete architectures first, by clean accuracy (ties in order
+    of appearance); incomplete ones (unless ``partial``) after them, unranked (rank None)."""
+    lb = data.leaderboard
+    if not isinstance(lb, pd.DataFrame) or lb.empty or "label" not in lb.columns:
+        return []
+    clean = _clean_rows(data)
+
+    def key(label: str) -> tuple[bool, float]:
+        mean: Any = clean.get(label, {}).get("accuracy_mean")
+        return label not in data.incomplete or data.partial, float(mean) if is_finite(mean) else -math.inf
+
+    ordered = sorted(dict.fromkeys(str(v) for v in lb["label"]), key=key, reverse=True)  # stable under reverse
+    ranked = sum(key(label)[0] for label in ordered)
+    return [(label, i + 1 if i < ranked else None) for i, label in enumerate(ordered)]
+
+
+def budget_limited_lines(data: ReportData) -> list[str]:
+    """One line per architecture a time-planned budget did not train on this device, with the reason."""
+    return [f"{label}: budget-limited on this device, not trained and not ranked: {reason}"
+            for label, reason in data.budget_limited.items()]
+
+
+def per_pose_table(data: ReportData) -> pd.DataFrame:
+    """Clean accuracy % by pose: one row per architecture (best clean accuracy first), one column per pose in plot
+    order (:func:`order_poses`), mean over runs; empty without per-pose data."""
+    pp = data.per_pose
+    if not isinstance(pp, pd.DataFrame) or pp.empty:
+        return pd.DataFrame()
+    require_columns(pp, ("label", "pose", "accuracy_mean"), "per_pose")
+    poses = order_poses(pp["pose"])
+    values = {(str(row["label"]), str(row["pose"])): row["accuracy_mean"] for row in _records(pp)}
+    present = {str(v) for v in pp["label"]}
+    rows = [{"architecture": label, **{str(pose): format_pct(values.get((label, str(pose)))) for pose in poses}}
+            for label in label_order(data) if label in present]
+    return pd.DataFrame(rows, columns=["architecture", *(str(pose) for pose in poses)])
 
 
 def comparisons_table(data: ReportData) -> pd.DataFrame:

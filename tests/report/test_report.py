@@ -19,6 +19,7 @@ from fbench.report.tables import (
     format_pct,
     leaderboard_table,
     order_poses,
+    per_pose_table,
 )
 from fbench.suite.conditions import condition_label, perturbation_point, read_condition
 
@@ -121,7 +122,8 @@ def test_markdown_banners_budget_labels_and_macs(written: dict[str, Path]) -> No
         assert f"- {cut}" in md
     for label in ARCHS:
         assert label in md
-    assert "MACs" in md and "300.6 M MACs" in md
+    # the unit once, in the header (issue 15): "| 300.6 M |", not "300.6 M MACs" in every cell
+    assert "| MACs |" in md and "| 300.6 M |" in md and "M MACs" not in md
     assert "flops" not in md.lower()
     assert "CUDA out of memory" in md and "vit_tiny-f2-s1" in md
     for filename in PLOT_FILES.values():
@@ -163,9 +165,25 @@ def test_leaderboard_order_marks_and_formats() -> None:
     assert table.loc[2, "mask n95"] == "30.0 (-30.0)"
     assert table.loc[1, "pose FL"] == "55.0 (-15.0)"
     assert list(table["params"]) == ["356.3 K", "11.2 M", "5.70 M"]
-    assert list(table["MACs"]) == ["300.6 M MACs", "1.82 G MACs", "6.98 G MACs"]
+    assert list(table["MACs"]) == ["300.6 M", "1.82 G", "6.98 G"]
     assert list(table["runs"]) == ["3", "3", "3"]
     assert "clean" not in table.columns
+
+
+def test_per_pose_numbers_sit_beside_the_pose_plot(written: dict[str, Path]) -> None:
+    table = per_pose_table(make_data())
+    assert list(table.columns) == ["architecture", "FL", "HL", "S", "HR", "FR"]
+    assert list(table["architecture"]) == ["LANMSFF", "ResNet-18", "ViT-Tiny"]
+    assert list(table.iloc[0, 1:]) == ["58.0", "75.0", "80.0", "74.0", "60.0"]
+    assert per_pose_table(make_data(per_pose=pd.DataFrame())).empty
+    md = written["markdown"].read_text()
+    pose_section = md.split("### Accuracy by yaw pose")[1].split("### ")[0]
+    assert "(accuracy_by_pose.png)" in pose_section
+    assert "| architecture | FL | HL | S | HR | FR |" in pose_section
+    assert "| ResNet-18 | 48.0 | 65.0 | 70.0 | 64.0 | 50.0 |" in pose_section
+    page = written["html"].read_text()
+    pose_html = page.split("Accuracy by yaw pose</h3>")[1].split("<h3>")[0]
+    assert "<th>FL</th>" in pose_html and "<td>ViT-Tiny</td><td>38.0</td>" in pose_html
 
 
 def test_leaderboard_drop_falls_back_to_mean_difference() -> None:
@@ -236,7 +254,7 @@ def test_severity_parsing() -> None:
 
 def test_number_formats() -> None:
     assert format_pct(0.7234) == "72.3" and format_pct(float("nan")) == "–"
-    assert format_macs(300.6e6) == "300.6 M MACs" and format_macs(6.98e9) == "6.98 G MACs"
+    assert format_macs(300.6e6) == "300.6 M" and format_macs(6.98e9) == "6.98 G" and format_macs(None) == "–"
     assert format_params(356_300) == "356.3 K" and format_params(70.2e6) == "70.2 M"
     assert format_params(999_960) == "1.00 M" and format_params(512) == "512"
 
@@ -266,3 +284,10 @@ def test_leaky_numbers_and_departures_from_the_papers_are_said_at_the_leaderboar
     assert "- Leaky: model selection on the test fold: early stopping" in board and f"- {note}" in board
     clean = write_report(tmp_path / "clean", make_data(leaky_protocol=None))["markdown"].read_text()
     assert "leaky" not in clean.lower()
+
+
+def test_the_report_states_how_the_face_crops_were_made(tmp_path: Path) -> None:
+    counts = {"frontal": 2_900, "profile": 1_700, "fallback": 297}
+    md = write_report(tmp_path, make_data(face_crops=counts))["markdown"].read_text()
+    assert "Face crops: frontal 2,900, profile 1,700, fallback 297 (Haar detection" in md
+    assert "Face crops" not in write_report(tmp_path / "none", make_data())["markdown"].read_text()

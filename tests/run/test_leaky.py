@@ -124,10 +124,11 @@ def test_leaky_numbers_are_labelled_in_the_terminal_report_and_mlflow(tmp_path, 
     [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert parent.data.tags["leaky"] == "true" and parent.data.tags["leaky_note"] == LEAKY_LABEL
     assert parent.data.tags["model_selection"] == "test fold in main; validation split elsewhere"
-    children = {(r.data.tags["view"], r.data.tags["label"]): r.data.tags for r in runs if r is not parent
-                and "mlflow.parentRunId" in r.data.tags}
-    assert len(children) == 4
-    for (view, _), tags in children.items():
+    children = [r.data.tags for r in runs if r is not parent]  # the cells, and the summary runs say it too
+    assert sorted(tags["fbench.kind"] for tags in children) == ["cell"] * 4 + ["summary"] * 4
+    assert len({(tags["view"], tags["label"], tags["fbench.kind"]) for tags in children}) == 8
+    for tags in children:
+        view = tags["view"]
         if view == "main":
             assert (tags["leaky"], tags["model_selection"], tags["leaky_note"]) == ("true", "test fold", LEAKY_LABEL)
         else:

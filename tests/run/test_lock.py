@@ -162,9 +162,11 @@ def test_two_runs_of_one_suite_share_its_cells(tmp_path, tiny_kdef):
 
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("fbench.kind") == "cell"]
     assert sorted(r.info.run_name for r in children) == ["lanmsff/fold0/seed0", "resnet18/fold0/seed0"]
-    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    summaries = [r for r in runs if r.data.tags.get("fbench.kind") == "summary"]  # one per architecture, not per run
+    assert sorted(r.data.tags["label"] for r in summaries) == ["lanmsff", "resnet18"]
+    assert len(runs) == 6 and {r.info.status for r in runs} == {"FINISHED"}
 
 
 def test_a_stale_lock_beside_a_finished_cell_is_removed_when_the_cell_is_reused(tmp_path):

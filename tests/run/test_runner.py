@@ -49,10 +49,19 @@ def test_smoke_suite_runs_logs_and_reports(tmp_path, tiny_kdef):
     experiment = client.get_experiment_by_name("smoke")
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 1 and len(children) == 2
+    children = [r for r in runs if r.data.tags.get("fbench.kind") == "cell"]
+    summaries = {r.data.tags["label"]: r for r in runs if r.data.tags.get("fbench.kind") == "summary"}
+    assert len(parents) == 1 and len(children) == 2 and len(runs) == 5
     assert all(r.data.tags["synthetic"] == "true" for r in runs)
     assert all("accuracy.clean" in r.data.metrics for r in children)
+    # a summary run per architecture beside the cells: the leaderboard's numbers, the cells' config as params
+    assert sorted(summaries) == ["lanmsff", "resnet18"]
+    clean = board.clean().set_index("label")
+    for label, summary in summaries.items():
+        assert summary.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert summary.data.metrics["accuracy"] == pytest.approx(clean.loc[label, "accuracy_mean"])
+        assert {"rank", "macs", "params", "accuracy.pose.S", "accuracy_ci_low"} <= set(summary.data.metrics)
+        assert "recipe.lr" in summary.data.params and summary.data.tags["view"] == "main"
 
 
 def test_second_run_trains_nothing_and_gives_the_same_leaderboard(tmp_path, tiny_kdef, monkeypatch):
