@@ -162,6 +162,10 @@ def _suite_parsers(commands: argparse._SubParsersAction) -> None:
         _suite_options(action)
         if name == "rescore":
             action.add_argument("--no-report", action="store_true", help="skip the report")
+        else:  # the choices are fbench.report.formats.FORMATS
+            action.add_argument("--format", default="table", choices=["table", "markdown", "csv", "json", "latex"],
+                                help="table (default, the terminal's), markdown (the report's table), csv or json "
+                                     "(one row per architecture and view, plain numbers), latex (booktabs)")
         action.add_argument("--partial", action="store_true", help=PARTIAL_HELP)
 
     status = commands.add_parser("status", help="where each cell of a suite stands: pending, running, finished, "
@@ -174,6 +178,7 @@ def _suite_parsers(commands: argparse._SubParsersAction) -> None:
     _common_options(ui, suppress=True)
     ui.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///mlflow.db here)")
     ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--experiment", help="the experiment whose leaderboard to open (default: the latest suite run's)")
 
 
 def _cluster_options(run: argparse.ArgumentParser, unit: str = "cell") -> None:
@@ -279,6 +284,21 @@ def _data_parser(commands: argparse._SubParsersAction) -> None:
             action.add_argument("--size", type=int, default=128, help="tile side in pixels (default 128)")
             action.add_argument("--seed", type=int, default=0)
 
+    prepare = actions.add_parser("prepare", help="build a dataset's decode cache (crops, resized) ahead of a run")
+    _common_options(prepare, suppress=True)
+    prepare.add_argument("dataset", help="a registered dataset: kdef, rafdb, fer2013, ferplus, affectnet, "
+                                         "imagefolder, csv")
+    prepare.add_argument("--data", action="append", default=[], metavar="NAME=PATH",
+                         help="where a dataset lives (else $FBENCH_DATA_<NAME>)")
+    prepare.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                         help="bad files: stop naming them all (default) or skip them and list them")
+    prepare.add_argument("--input-size", type=int, required=True, metavar="N",
+                         help="side of the square model input, e.g. 64 or 224")
+    prepare.add_argument("--channels", type=int, choices=[1, 3], default=3, help="1 (grayscale) or 3 (default)")
+    prepare.add_argument("--crop", choices=["haar", "box", "none"],
+                         help="face crop (default: the dataset's: recorded boxes where it has them, else haar)")
+    prepare.add_argument("--workers", type=int, help="parallel decoders (default: every core)")
+
 
 def parse_key_values(items: Sequence[str], flag: str) -> dict[str, str]:
     values: dict[str, str] = {}
@@ -290,10 +310,10 @@ def parse_key_values(items: Sequence[str], flag: str) -> dict[str, str]:
     return values
 
 
-def _console():
+def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console()
+    return Console(stderr=stderr)
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -414,6 +434,8 @@ def run_data(args: argparse.Namespace) -> int:
     if table.report.total:
         print(f"fbench: skipped {table.report.total} samples of {args.dataset}: {table.report.summary()}",
               file=sys.stderr)
+    if args.data_command == "prepare":
+        return _run_prepare(args, table)
     if args.data_command == "info":
         from fbench.data.summary import summarize
 
@@ -428,6 +450,44 @@ def run_data(args: argparse.Namespace) -> int:
     out = preview_grid(table, args.out, condition=args.perturb, count=args.count, columns=args.columns,
                        tile=args.size, seed=args.seed)
     _console().print(f"wrote {out}")
+    return 0
+
+
+def _run_prepare(args: argparse.Namespace, table: Any) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from fbench.data.boxes import detection_text
+    from fbench.data.cache import build_cache
+
+    if args.input_size < 1 or (args.workers is not None and args.workers < 1):
+        raise FbenchError("--input-size and --workers take a positive number, e.g. --input-size 64 --workers 2")
+    size = (args.channels, args.input_size, args.input_size)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=_console(), transient=True, disable=not sys.stdout.isatty()) as progress:
+        task = progress.add_task(f"preparing {table.dataset}", total=len(table), rate="")
+
+        def advance(done: int, total: int) -> None:
+            elapsed = progress.tasks[0].elapsed or 0.0
+            rate = f"{done / elapsed:,.1f} images/s" if done and elapsed > 0 else ""
+            progress.update(task, completed=done, total=total, rate=rate)
+
+        cached = build_cache(table, size, crop=args.crop, workers=args.workers, progress=advance,
+                             note=lambda text: progress.console.print(f"fbench: {text}"))
+    meta = cached.meta
+    seconds = float(meta.get("build_seconds") or 0.0)
+    rate = f"{len(cached) / seconds:,.1f} images/s" if seconds > 0 else "? images/s"
+    what = f"{table.dataset}{' (SYNTHETIC)' if table.synthetic else ''} at {'x'.join(map(str, size))}, " \
+           f"crop {meta['crop']}"
+    if cached.hit:
+        print(f"{what}: already prepared ({len(cached):,} images; built in {seconds:.1f} s, {rate})")
+    else:
+        print(f"prepared {what}: {len(cached):,} images in {seconds:.1f} s, {rate}")
+    counts = meta.get("detections") or {}
+    boxes = f" (face boxes {'reused from' if meta.get('boxes_reused') else 'kept in'} {meta['boxes']})" \
+        if meta.get("boxes") else ""
+    print(f"face crops: {detection_text(counts) if counts else 'not recorded (built by an older fbench)'}{boxes}")
+    print(f"cache: {cached.path}")
     return 0
 
 
@@ -472,6 +532,12 @@ def _print_summary(summary: dict[str, Any]) -> None:
         table.add_row(f"bad files ({len(summary['bad_files'])}, left out)",
                       "\n".join(f"{path}: {reason}" for path, reason in summary["bad_files"].items()))
     table.add_row("landmarks", "yes" if summary["landmarks"] else "no (canonical positions are used)")
+    if "crop" in summary:
+        from fbench.data.boxes import detection_text
+
+        counts = summary.get("detections")
+        table.add_row(f"face crops ({summary['crop']})", detection_text(counts) if counts else
+                      f"not detected yet: fbench data prepare {summary['dataset']} --input-size N counts them")
     _console().print(table)
 
 
@@ -485,7 +551,7 @@ def _load_suite(args: argparse.Namespace):
 
 def run_suite_command(args: argparse.Namespace) -> int:
     from fbench.pipeline import run_efficiency, run_suite
-    from fbench.progress import RichProgressBars, print_efficiency
+    from fbench.progress import print_efficiency, run_progress
     from fbench.run.context import RunOptions
 
     suite = _load_suite(args)
@@ -494,7 +560,7 @@ def run_suite_command(args: argparse.Namespace) -> int:
                          on_error=args.on_error, write_report=not args.no_report,
                          resources=_cluster_resources(args), wait=not args.no_wait, plugins=list(args.plugin or []),
                          partial=args.partial)
-    with RichProgressBars(_console()) as progress:
+    with run_progress(_console()) as progress:
         if suite.efficiency_only:
             efficiency = run_efficiency(suite, options, progress)
             print_efficiency(_console(), efficiency)
@@ -535,9 +601,17 @@ def run_stored(args: argparse.Namespace) -> int:
     suite = _load_suite(args)
     options = RunOptions(budget=args.budget, tracking=False,
                          write_report=args.command == "rescore" and not args.no_report, partial=args.partial)
+    fmt = getattr(args, "format", "table")
+    notes = _console() if fmt == "table" else _console(stderr=True)  # stdout keeps only the format's text
     run = rescore_suite(suite, options, rewrite_metrics=args.command == "rescore",
-                        progress=Progress(note=lambda text: _console().print(text, markup=False)))
-    _print_run(run)
+                        progress=Progress(note=lambda text: notes.print(text, markup=False, soft_wrap=fmt != "table")))
+    if fmt == "table":
+        _print_run(run)
+        return 0
+    from fbench.report.formats import format_leaderboard
+    from fbench.report.suite import suite_report_data
+
+    sys.stdout.write(format_leaderboard(suite_report_data(run, "stored results"), fmt))
     return 0
 
 
@@ -547,7 +621,8 @@ def run_status(args: argparse.Namespace) -> int:
 
     suite = _load_suite(args)
     notes: list[str] = []
-    prepared = prepare(suite, RunOptions(budget=args.budget, tracking=False), Progress(note=notes.append))
+    prepared = prepare(suite, RunOptions(budget=args.budget, tracking=False), Progress(note=notes.append),
+                       planning="stored")
     rows = suite_status(Path(suite.output), prepared.cells)
     if prepared.choice.synthetic:
         # stderr under --json, so that the JSON stays parseable
@@ -636,7 +711,7 @@ def run_tune_command(args: argparse.Namespace) -> int:
 def run_ui(args: argparse.Namespace) -> int:
     from fbench.tracking import run_ui as serve
 
-    return serve(args.tracking_uri, port=args.port)
+    return serve(args.tracking_uri, port=args.port, experiment=args.experiment)
 
 
 COMMANDS = {"list": run_list, "profile": run_profile, "data": run_data, "run": run_suite_command,

@@ -23,25 +23,35 @@ from typing import Any
 
 import pandas as pd
 
+from fbench.data.cache import detection_counts
 from fbench.data.files import unwritable
 from fbench.data.summary import bad_files
 from fbench.engine.devices import resolve_device
 from fbench.errors import FbenchError, did_you_mean
 from fbench.profile import profile_architecture
 from fbench.report.document import report_folder, write_report
-from fbench.report.suite import write_suite_report
+from fbench.report.suite import architecture_profiles, write_suite_report
 from fbench.report.tables import ReportData
 from fbench.run import store
 from fbench.run.cell import CellOutcome
 from fbench.run.cells import Cell
 from fbench.run.context import DatasetChoice, Prepared, Progress, RunOptions, prepare
+from fbench.run.plan import Plan
 from fbench.run.provenance import environment_tags, git_commit
 from fbench.run.suite import execute, stored_outcomes
 from fbench.score.completeness import Completeness, completeness
 from fbench.score.leaderboard import Leaderboard, build_leaderboards, collect_predictions
 from fbench.score.metrics import condition_metrics
 from fbench.suite.schema import Suite
-from fbench.tracking import CellJobLogger, TrackingTarget, log_cell, make_tracker, selection_tags, skipped_image_tags
+from fbench.tracking import (
+    CellJobLogger,
+    TrackingTarget,
+    log_cell,
+    log_summaries,
+    make_tracker,
+    selection_tags,
+    skipped_image_tags,
+)
 
 
 @dataclass
@@ -56,6 +66,8 @@ class SuiteRun:
     completeness: Completeness = field(default_factory=Completeness)
     report: dict[str, Path] = field(default_factory=dict)
     skipped_files: dict[str, str] = field(default_factory=dict)  # image files left out (--on-error skip): reason
+    face_crops: dict[str, int] = field(default_factory=dict)  # how the face crops were made: count by method
+    plan: Plan | None = None  # a time-planned budget's plan: each architecture's epochs, the budget-limited ones
 
     @property
     def failures(self) -> list[CellOutcome]:
@@ -86,6 +98,8 @@ def run_suite(suite: Suite, options: RunOptions | None = None, progress: Progres
             "budget": prepared.budget, "git_commit": git_commit() or "unknown", **environment_tags(),
             **selection_tags(suite.leaky_views(prepared.choice.fallback),
                              [name for name, _ in suite.protocols(prepared.choice.fallback)])}
+    if prepared.plan is not None and prepared.plan.limited():  # listed on the parent run, as in the report
+        tags["budget_limited"] = ", ".join(dict.fromkeys(entry.label for entry in prepared.plan.limited()))
     with tracker:
         tracker.start_suite(suite.experiment, f"{suite.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
                             {"suite": suite.to_dict(), "budget": prepared.budget, "cells": len(prepared.cells)},
@@ -100,6 +114,8 @@ def run_suite(suite: Suite, options: RunOptions | None = None, progress: Progres
         outcomes = execute(suite, prepared, options, progress, device, done, job_logger)
         run = score_and_report(suite, prepared, outcomes, options, str(device), progress)
         tracker.log_suite_metrics(suite_metrics(run.leaderboards))
+        if tracker.enabled:  # a summary run per architecture x view: the runs table sorted by accuracy
+            log_summaries(tracker, run.leaderboards, run.cells, architecture_profiles(run, Path(suite.output)), tags)
         if run.report:
             tracker.log_suite_artifacts(list(run.report.values()))
     return run
@@ -110,7 +126,7 @@ def rescore_suite(suite: Suite, options: RunOptions | None = None, rewrite_metri
     """The leaderboard (and, with ``rewrite_metrics``, every cell's metrics) from stored predictions only."""
     options = run_options(options, changes)
     progress = progress or Progress()
-    prepared = prepare(suite, options, progress)
+    prepared = prepare(suite, options, progress, planning="stored")
     outcomes, missing = stored_outcomes(suite, prepared, progress)
     if rewrite_metrics:
         for outcome in outcomes:
@@ -148,7 +164,8 @@ def score_and_report(suite: Suite, prepared: Prepared, outcomes: list[CellOutcom
     leaderboards = build_leaderboards(predictions, table.num_classes, table.label_names, completeness=found,
                                       partial=options.partial)
     run = SuiteRun(suite, prepared.choice, prepared.cells, outcomes, leaderboards, prepared.budget,
-                   table.num_classes, found, skipped_files=bad_files(table))
+                   table.num_classes, found, skipped_files=bad_files(table),
+                   face_crops=detection_counts(table, cache_dir=options.cache_dir) or {}, plan=prepared.plan)
     if options.write_report and leaderboards:
         try:
             run.report = write_suite_report(run, device)

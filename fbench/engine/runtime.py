@@ -23,8 +23,10 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
 
 
 def use_channels_last(channels_last: bool, device: torch.device) -> bool:
-    """channels_last helps convolutions on CUDA; on CPU it is left off."""
-    return channels_last and device.type == "cuda"
+    """channels_last on CUDA and on the CPU: oneDNN's channels-last kernels train depthwise convolutions much
+    faster (2-core CPU, batch 32 at 64 x 64: LANMSFF 25 -> 39 img/s, MobileNetV3-small 414 -> 674; ResNet-18 and
+    ConvNeXt-atto within 4 %). MPS keeps the default format."""
+    return channels_last and device.type in ("cuda", "cpu")
 
 
 def batch_format(images: torch.Tensor, channels_last: bool) -> torch.Tensor:

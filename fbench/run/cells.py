@@ -22,9 +22,10 @@ from typing import Any
 
 from fbench.contract import Recipe
 from fbench.registry import get_architecture
+from fbench.run.plan import Plan
 from fbench.suite.conditions import perturbations, subsets
 from fbench.suite.recipes import recipe_with_overrides
-from fbench.suite.schema import MAIN_PROTOCOL, Budget, EngineConfig, Suite
+from fbench.suite.schema import MAIN_PROTOCOL, ArchitectureEntry, Budget, EngineConfig, Suite
 
 CELL_FORMAT = 2
 # Caps added after format 1 was written: left out of the stored form when unset (as format 1 did).
@@ -169,12 +170,27 @@ def protocol_arguments(kind: str, arguments: dict[str, Any]) -> dict[str, Any]:
     return {"kind": kind, "arguments": {**arguments, "seed": int(arguments.get("seed", 0))}}
 
 
+def entry_setup(entry: ArchitectureEntry, budget: Budget) -> tuple[dict[str, Any], tuple[int, int, int], Recipe]:
+    """An architecture x variant's options (defaults filled in), input size and recipe (the suite's overrides,
+    the budget's epochs)."""
+    architecture = get_architecture(entry.name)
+    options = architecture.resolve_options(entry.options)
+    spec = architecture.resolve_spec(options)
+    size = spec.input_size if entry.input_size is None else (spec.channels, *entry.input_size)
+    recipe = recipe_with_overrides(architecture.spec.recipe, entry.recipe)
+    recipe = dataclasses.replace(recipe, epochs=budget.epochs(recipe.epochs))
+    return options, (int(size[0]), int(size[1]), int(size[2])), recipe
+
+
 def expand_cells(suite: Suite, dataset_root: str, synthetic: bool, split_counts: dict[str, int],
-                 budget_name: str | None = None, fallback: bool = False, dataset_fingerprint: str = "") -> list[Cell]:
+                 budget_name: str | None = None, fallback: bool = False, dataset_fingerprint: str = "",
+                 plan: Plan | None = None) -> list[Cell]:
     """Every cell of ``suite``, in run order: protocol, fold, architecture x variant, seed.
 
     ``split_counts`` gives the number of splits each protocol (by view name) yields on the dataset;
-    ``dataset_fingerprint`` is its :meth:`~fbench.data.table.SampleTable.fingerprint`."""
+    ``dataset_fingerprint`` is its :meth:`~fbench.data.table.SampleTable.fingerprint`. Under a time-planned
+    budget, ``plan`` sets each architecture x view's epochs and training-image cap, and a budget-limited one gets
+    no cells."""
     budget = suite.effective_budget(budget_name)
     seeds = budget.seed_list(suite.seeds)
     caps = ImageCaps.from_budget(budget)
@@ -183,21 +199,24 @@ def expand_cells(suite: Suite, dataset_root: str, synthetic: bool, split_counts:
         folds = budget.folds(split_counts[view], view=view != MAIN_PROTOCOL)
         for fold in range(folds):
             for entry in suite.architecture_entries():
-                architecture = get_architecture(entry.name)
-                options = architecture.resolve_options(entry.options)
-                spec = architecture.resolve_spec(options)
-                size = spec.input_size if entry.input_size is None else (spec.channels, *entry.input_size)
-                recipe = recipe_with_overrides(architecture.spec.recipe, entry.recipe)
-                recipe = dataclasses.replace(recipe, epochs=budget.epochs(recipe.epochs))
+                options, size, recipe = entry_setup(entry, budget)
+                cell_caps = caps
+                planned = plan.entry(entry.label, view) if plan is not None else None
+                if planned is not None:
+                    if planned.is_limited:
+                        continue
+                    recipe = dataclasses.replace(recipe, epochs=planned.epochs)
+                    if planned.train_images < planned.available_images:
+                        cell_caps = dataclasses.replace(caps, max_train_images=planned.train_images)
                 for seed in seeds:
                     cells.append(Cell(
                         suite=suite.name, label=entry.label, architecture=entry.name, options=options,
-                        input_size=(int(size[0]), int(size[1]), int(size[2])), recipe=recipe,
+                        input_size=size, recipe=recipe,
                         dataset="kdef" if fallback else suite.dataset, dataset_root=dataset_root,
                         synthetic=synthetic, view=view,
                         protocol=protocol_arguments(protocol.kind, protocol.split_kwargs()),
                         fold=fold, folds=split_counts[view], seed=seed, conditions=tuple(suite.conditions),
-                        train_conditions=tuple(c.strip() for c in entry.train_conditions), caps=caps,
+                        train_conditions=tuple(c.strip() for c in entry.train_conditions), caps=cell_caps,
                         engine=suite.engine, leaky=protocol.leaky,
                         extra={"tuned_from": entry.tuned} if entry.tuned else {},
                         dataset_fingerprint=dataset_fingerprint,

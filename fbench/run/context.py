@@ -8,11 +8,12 @@ all start here.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -22,16 +23,35 @@ from fbench.data.splits import Split, all_folds
 from fbench.data.summary import bad_files, bad_files_text
 from fbench.data.synth.build import SynthConfig, build_synthetic_kdef
 from fbench.data.table import SampleTable
+from fbench.data.transforms import BatchAugment
+from fbench.engine.devices import resolve_device
 from fbench.errors import FbenchError
 from fbench.registry import get_architecture
-from fbench.run.cells import Cell, expand_cells, protocol_arguments
-from fbench.suite.conditions import is_subset, subset_column
-from fbench.suite.schema import LEAKY_LABEL, ProtocolConfig, Suite
+from fbench.run.cells import Cell, ImageCaps, entry_setup, expand_cells, protocol_arguments, recipe_dict
+from fbench.run.plan import (
+    CellWork,
+    Plan,
+    Throughput,
+    device_description,
+    make_plan,
+    plan_fingerprint,
+    plan_lock,
+    plan_path,
+    probe_throughput,
+    read_plan,
+    store_plan,
+)
+from fbench.suite.conditions import is_subset, perturbations, subset_column
+from fbench.suite.schema import LEAKY_LABEL, MAIN_PROTOCOL, ProtocolConfig, Suite
 
 SYNTHETIC_FOLDER = Path("data") / "synth-kdef"
 # The fallback set: KDEF's 70 identities x 7 expressions x 5 poses, one session (2,450 images) so that its first
 # build and decode stay within a quick suite's time on a CPU; `fbench data synth` builds the two-session set.
 FALLBACK_SESSIONS = 1
+# ... with expressions 1.4x as strong as `fbench data synth`'s default, so that a quick CPU run separates
+# architectures (at 1.0 every baseline stayed within 10 points of chance at that budget); frontal views stay
+# easier than profiles, which hide half the face.
+FALLBACK_EXPRESSION_STRENGTH = 1.4
 # The fewest images of each class a split's train and test parts may hold.
 MIN_PER_CLASS = 2
 
@@ -92,10 +112,10 @@ def choose_dataset(suite: Suite, cli_paths: dict[str, str] | None, note: Callabl
     if not suite.synthetic_fallback:
         raise no_location_error(suite.dataset)
     if not complete_synthetic_set(synthetic_folder):
-        config = SynthConfig(sessions=FALLBACK_SESSIONS)
+        config = SynthConfig(sessions=FALLBACK_SESSIONS, expression_strength=FALLBACK_EXPRESSION_STRENGTH)
         images = config.identities * config.sessions * len(config.poses) * len(config.expressions)
-        note(f"building the synthetic KDEF-like set in {synthetic_folder} (first use: {images:,} images, about two "
-             "minutes on two cores)")
+        note(f"building the synthetic KDEF-like set in {synthetic_folder} (first use: {images:,} images, about a "
+             "minute on two cores)")
         build_synthetic_kdef(synthetic_folder, config, overwrite=False)
     note(f"SYNTHETIC DATA: no location was given for {suite.dataset!r} (--data {suite.dataset}=PATH, the suite's "
          f"data: block or ${env_var(suite.dataset)}); running on the synthetic KDEF-like set in {synthetic_folder}. "
@@ -178,10 +198,62 @@ class Prepared:
     splits: dict[str, list[Split]]
     cells: list[Cell]
     budget: str
+    plan: Plan | None = None  # a time-planned budget's plan (fbench.run.plan)
 
 
-def prepare(suite: Suite, options: RunOptions, progress: Progress) -> Prepared:
-    """The dataset, its splits and the suite's cells (nothing trained)."""
+Planning = Literal["probe", "stored"]
+
+
+def suite_plan(suite: Suite, budget_name: str, table: SampleTable, splits: dict[str, list[Split]], fallback: bool,
+               device: torch.device, planning: Planning, note: Callable[[str], None]) -> Plan | None:
+    """The plan of a time-planned budget (None for the others): the stored one when it was made for this device
+    and these cells, else probed and stored (``planning="probe"``, a run); ``planning="stored"`` (status,
+    leaderboard, cluster jobs) takes the stored one whatever device made it, and never probes."""
+    budget = suite.effective_budget(budget_name)
+    if budget.cell_seconds is None:
+        return None
+    caps = ImageCaps.from_budget(budget)
+    passes = 1 + len(perturbations(suite.conditions))
+    works: list[CellWork] = []
+    probes: dict[str, Callable[[], Throughput]] = {}
+    described: list[Any] = []
+    for view, protocol in suite.protocols(synthetic_fallback=fallback):
+        first = splits[view][0]
+        for entry in suite.architecture_entries():
+            options, size, recipe = entry_setup(entry, budget)
+            spec = get_architecture(entry.name).resolve_spec(options).with_input(image_size=size[1:])
+            available = caps.train_images(len(first.train) + (len(first.val) if protocol.leaky else 0))
+            val = len(first.test) if protocol.leaky else len(first.val)
+            val_cap, test_cap = caps.eval_cap("val"), caps.eval_cap("test")
+            works.append(CellWork(entry.label, view, available, val if val_cap is None else min(val, val_cap),
+                                  len(first.test) if test_cap is None else min(len(first.test), test_cap), passes,
+                                  BatchAugment.from_recipe(recipe, spec).offline_copies, recipe.epochs))
+            probes[entry.label] = functools.partial(probe_throughput, entry.name, options, size, recipe,
+                                                    table.num_classes, device, suite.engine)
+            described.append([entry.label, entry.name, options, size, recipe_dict(recipe)])
+    fingerprint = plan_fingerprint(works, {"budget": budget.model_dump(), "entries": described,
+                                           "engine": suite.engine.model_dump()})
+    path = plan_path(Path(suite.output), suite.name, budget_name)
+    if planning == "stored":
+        plan = read_plan(path, None, fingerprint)
+        if plan is None:
+            raise FbenchError(f"the {budget_name!r} budget is planned from a throughput probe on the suite's first "
+                              f"run, and {path} holds no plan for these cells; run `fbench run "
+                              f"{suite.source or suite.name}` first")
+        return plan
+    described_device = device_description(device)
+    with plan_lock(path):  # a second run started at the same time waits, then reads this one's plan
+        plan = read_plan(path, described_device, fingerprint)
+        if plan is None:
+            plan = make_plan(budget_name, budget, works, probes, described_device, fingerprint, table.num_classes,
+                             note)
+            store_plan(plan, path)
+    return plan
+
+
+def prepare(suite: Suite, options: RunOptions, progress: Progress, planning: Planning = "probe") -> Prepared:
+    """The dataset, its splits and the suite's cells (nothing trained). A time-planned budget is planned here
+    (see :func:`suite_plan`)."""
     budget = options.budget or suite.budget
     choice = choose_dataset(suite, options.data, progress.note, options.synthetic_folder)
     table = load_table(choice, options.on_error)
@@ -200,16 +272,24 @@ def prepare(suite: Suite, options: RunOptions, progress: Progress) -> Prepared:
             progress.note(f"{condition}: {choice.name} tags no sample {subset_column(condition)} (its list is "
                           "missing, or this is the synthetic set); the subset is left out of the results")
     splits = split_table(table, suite.protocols(synthetic_fallback=choice.fallback))
+    device = resolve_device(options.device or suite.device)
+    plan = suite_plan(suite, budget, table, splits, choice.fallback, device, planning, progress.note)
     cells = expand_cells(suite, str(choice.root.resolve()), table.synthetic,
                          {view: len(made) for view, made in splits.items()}, budget, fallback=choice.fallback,
-                         dataset_fingerprint=table.fingerprint())
+                         dataset_fingerprint=table.fingerprint(), plan=plan)
+    if plan is not None:
+        for entry in plan.limited():
+            where = "" if entry.view == MAIN_PROTOCOL else f" in view {entry.view}"
+            progress.note(f"BUDGET-LIMITED ON THIS DEVICE: {entry.label} is not trained{where} under the {budget!r} "
+                          f"budget: {entry.limited}. It is listed, not ranked; `--budget paper` or a faster device "
+                          "trains it")
     for view in suite.leaky_views(choice.fallback):
         progress.note(f"LEAKY PROTOCOL ({LEAKY_LABEL}): {'the main protocol' if view == 'main' else 'view ' + view} "
                       "is a paper's own protocol that selects and stops on the test fold; its accuracies are "
                       "optimistic, and the leaderboard, report and MLflow tags say so")
     for note in setting_notes(cells):
         progress.note(note)
-    return Prepared(choice, table, splits, cells, budget)
+    return Prepared(choice, table, splits, cells, budget, plan)
 
 
 def setting_notes(cells: Iterable[Cell]) -> list[str]:

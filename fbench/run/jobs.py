@@ -113,7 +113,7 @@ def build_context(spec: JobSpec, quiet: bool = False, output: Path | None = None
     os.chdir(spec.cwd)
     load_plugins([*spec.options.plugins, *spec.suite.plugins])
     progress = Progress() if quiet else Progress(note=lambda text: print(f"fbench: {text}", flush=True))
-    prepared = prepare(spec.suite, spec.options, progress)
+    prepared = prepare(spec.suite, spec.options, progress, planning="stored")  # the submitting run planned
     device = resolve_device(spec.options.device or spec.suite.device)
     context = RunContext(spec.suite, prepared.table, Path(output or spec.suite.output), device, prepared.splits,
                          spec.options.cache_dir, spec.options.retry_failed, progress)

@@ -35,11 +35,14 @@ LEAKY_LABEL = "leaky: model selection on the test fold"
 BUILTIN_BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": {"max_folds": 1, "epoch_scale": 1.0, "max_epochs": 2, "min_epochs": 1, "data_fraction": 0.1,
               "seeds": 1, "max_train_images": 512},
-    # Sized so that a suite fits about 15 minutes on a 2-core CPU: two folds of the main protocol (an interval),
-    # one split per extra view, and a per-cell compute cap under which SCAN-CCI at 224 still trains.
-    "quick": {"max_folds": 2, "max_view_folds": 1, "epoch_scale": 0.1, "max_epochs": 2, "min_epochs": 2,
-              "data_fraction": 1.0, "seeds": 1, "max_train_images": 400, "max_train_tmacs": 0.4,
-              "max_eval_images": 70, "max_val_images": 35},
+    # Time-planned, so that a suite fits the device it runs on: one fold of the main protocol scored on its
+    # whole test part (paired tests over every test image), one split per extra view at about a quarter of the
+    # time, and about 100 s per main cell. A throughput probe sets each architecture's epochs (up to 40) and,
+    # where 3 epochs of the whole training part would overrun, its training images; one that could then see
+    # fewer than 700 images (100 per class) is budget-limited on this device (named, not ranked). On a 2-core
+    # CPU the multiview suite takes about 12 minutes; on a GPU every cell reaches max_epochs sooner.
+    "quick": {"max_folds": 1, "max_view_folds": 1, "seeds": 1, "cell_seconds": 100.0, "view_time_fraction": 0.27,
+              "min_epochs": 3, "max_epochs": 40, "min_train_images": 700, "max_val_images": 140},
     "paper": {},
     # `fbench tune`'s default: one fold, one seed, three epochs on 48 training images (before offline
     # augmentation), scored on 140 validation images, so that a short study fits in minutes on an idle
@@ -78,6 +81,17 @@ class Budget(_Model):
                                         "split, the same for every architecture; null: no cap")
     max_val_images: int | None = Field(None, ge=1, description="cap on validation images per split (model "
                                        "selection, early stopping); null: as max_eval_images")
+
+    cell_seconds: float | None = Field(None, gt=0, description="time-planned budget: about this many seconds of "
+                                       "training and evaluation per main-protocol cell on the device the run uses; "
+                                       "a short throughput probe per architecture sets its epochs (up to "
+                                       "max_epochs) and, where even min_epochs would overrun, its training "
+                                       "images; null: no time planning")
+    view_time_fraction: float = Field(1.0, gt=0, le=1, description="an extra view's cell gets this share of "
+                                      "cell_seconds")
+    min_train_images: int | None = Field(None, ge=1, description="with cell_seconds: an architecture that could "
+                                         "train min_epochs on fewer images than this within the time is "
+                                         "'budget-limited on this device' (not trained, not ranked)")
 
     @model_validator(mode="after")
     def _epochs_consistent(self) -> Budget:
@@ -442,7 +456,16 @@ def budget_cuts(suite: Suite, budget: str | None = None) -> list[str]:
                 cuts.append(f"pose splits capped at {cap}{where}")
     if chosen.seeds is not None and chosen.seeds < len(suite.seeds):
         cuts.append(f"seeds {len(suite.seeds)} → {chosen.seeds}")
-    if chosen.epoch_scale != 1.0 or chosen.max_epochs is not None or chosen.min_epochs > 1:
+    if chosen.cell_seconds is not None:
+        views = (f", {chosen.cell_seconds * chosen.view_time_fraction:g} s per extra-view cell"
+                 if chosen.view_time_fraction < 1 else "")
+        floor = (f"; an architecture that could see fewer than {chosen.min_train_images} images is budget-limited "
+                 "on this device (not trained, not ranked)" if chosen.min_train_images is not None else "")
+        epochs = (f"{chosen.min_epochs} to {chosen.max_epochs}" if chosen.max_epochs is not None
+                  else f"at least {chosen.min_epochs}")
+        cuts.append(f"time-planned: about {chosen.cell_seconds:g} s per main cell{views} on the run's device; "
+                    f"epochs ({epochs}) and training images per architecture from a throughput probe{floor}")
+    elif chosen.epoch_scale != 1.0 or chosen.max_epochs is not None or chosen.min_epochs > 1:
         bounds = [f"min {chosen.min_epochs}"] if chosen.min_epochs > 1 else []
         if chosen.max_epochs is not None:
             bounds.append(f"max {chosen.max_epochs}")

@@ -45,7 +45,8 @@ def test_forward_macs_of_lanmsff_matches_its_spec():
 
 def test_quick_budget_states_its_caps():
     quick = merge_budget("quick", None)
-    assert quick.max_train_tmacs and quick.max_eval_images and quick.max_view_folds == 1
+    assert quick.cell_seconds and quick.min_train_images and quick.max_view_folds == 1
+    assert quick.max_eval_images is None  # paired tests over the whole test part
     assert Budget(max_folds=3, max_view_folds=1).folds(10, view=True) == 1
     assert Budget(max_folds=3).folds(10, view=True) == 3 and Budget(max_folds=3).folds(10) == 3
 
@@ -58,7 +59,7 @@ def test_budget_cuts_name_compute_and_evaluation_caps(tmp_path):
                     "budgets: {quick: {max_train_tmacs: 1.5, max_eval_images: 70}}\n")
     cuts = budget_cuts(load_suite(path), "quick")
     assert any("training compute capped at 1.5 TMACs" in c for c in cuts)
-    assert any("test images capped at 70" in c for c in cuts) and "validation images capped at 35 per split" in cuts
+    assert any("test images capped at 70" in c for c in cuts) and "validation images capped at 140 per split" in cuts
     assert any(c.startswith("folds 5 → 1 (sd)") for c in cuts), cuts
 
 

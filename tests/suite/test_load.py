@@ -379,11 +379,10 @@ def test_builtin_budgets_and_cuts(tmp_path):
     assert budget_cuts(load_suite(path, budget="paper")) == []
     quick = load_suite(path)
     cuts = budget_cuts(quick)
-    assert cuts[:5] == ["folds 10 → 2", "pose splits capped at 1 (lopo)", "seeds 3 → 1",
-                        "epochs × 0.1 (min 2, max 2)", "training images capped at 400"]
-    assert cuts[5].startswith("training compute capped at 0.4 TMACs per cell")
-    assert cuts[6].startswith("test images capped at 70 per split") and cuts[7] == (
-        "validation images capped at 35 per split")
+    assert cuts[:3] == ["folds 10 → 1", "pose splits capped at 1 (lopo)", "seeds 3 → 1"]
+    assert cuts[3].startswith("time-planned: about 100 s per main cell, 27 s per extra-view cell on the run's "
+                              "device; epochs (3 to 40)") and "fewer than 700 images is budget-limited" in cuts[3]
+    assert cuts[4:] == ["validation images capped at 140 per split"]
     smoke = load_suite(path, budget="smoke").effective_budget()
     assert smoke.max_folds == 1 and smoke.seeds == 1 and smoke.max_epochs <= 2 and smoke.data_fraction < 1
     assert "training images × 0.1" in budget_cuts(load_suite(path, budget="smoke"))
@@ -396,7 +395,7 @@ def test_budget_overrides_merge_with_builtins(tmp_path):
           tiny: {max_folds: 2, seeds: 2, max_train_images: 100}
         """)))
     quick = suite.effective_budget()
-    assert (quick.max_folds, quick.epoch_scale, quick.max_epochs, quick.seeds) == (5, 0.5, 2, 1)
+    assert (quick.max_folds, quick.epoch_scale, quick.max_epochs, quick.seeds) == (5, 0.5, 40, 1)
     tiny = suite.effective_budget("tiny")
     assert (tiny.max_folds, tiny.seeds, tiny.epoch_scale, tiny.max_train_images) == (2, 2, 1.0, 100)
     assert budget_cuts(suite, "tiny") == ["folds 10 → 2", "pose splits capped at 2 (lopo)", "seeds 3 → 2",

@@ -350,7 +350,7 @@ def test_two_processes_share_one_storage(tmp_path, tiny_kdef, tiny_plugin, stora
 def test_best_yaml_round_trips_into_run_params_and_tuned_from(tmp_path, tiny_kdef, tiny_plugin):
     from fbench.run.context import Progress, RunOptions, prepare
 
-    suite_path = write_suite(tmp_path, tiny_plugin)
+    suite_path = write_suite(tmp_path, tiny_plugin, budget="smoke")  # fixed epochs: keys depend on params only
     result = run_tune(load_suite(suite_path), tune_options(tmp_path, tiny_kdef, trials=1))
     written = yaml.safe_load(result.best_path.read_text())
     options = RunOptions(data={"kdef": str(tiny_kdef)}, tracking=False, device="cpu")
