@@ -263,7 +263,8 @@ def _data_parser(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--workers", type=int, help="processes (default: all cores)")
     synth.add_argument("--overwrite", action="store_true", help="replace an earlier synthetic set in --out")
 
-    for name, text in (("info", "what a dataset holds"), ("preview", "a grid of faces, optionally perturbed")):
+    for name, text in (("info", "what a dataset holds"), ("preview", "a grid of faces, optionally perturbed"),
+                       ("prepare", "build a dataset's decode cache (crops, resized) ahead of a run")):
         action = actions.add_parser(name, help=text)
         _common_options(action, suppress=True)
         action.add_argument("dataset", help="a registered dataset: kdef, rafdb, fer2013, ferplus, affectnet, "
@@ -275,7 +276,7 @@ def _data_parser(commands: argparse._SubParsersAction) -> None:
                                  "skip them and list them")
         if name == "info":
             action.add_argument("--json", action="store_true", help="print JSON")
-        else:
+        elif name == "preview":
             action.add_argument("--out", type=Path, required=True, help="PNG file to write")
             action.add_argument("--perturb", metavar="CONDITION",
                                 help="e.g. occlusion:severity=0.3, occlusion:kind=eye_band, mask:kind=surgical")
@@ -283,21 +284,14 @@ def _data_parser(commands: argparse._SubParsersAction) -> None:
             action.add_argument("--columns", type=int, help="grid columns (default: one per pose)")
             action.add_argument("--size", type=int, default=128, help="tile side in pixels (default 128)")
             action.add_argument("--seed", type=int, default=0)
-
-    prepare = actions.add_parser("prepare", help="build a dataset's decode cache (crops, resized) ahead of a run")
-    _common_options(prepare, suppress=True)
-    prepare.add_argument("dataset", help="a registered dataset: kdef, rafdb, fer2013, ferplus, affectnet, "
-                                         "imagefolder, csv")
-    prepare.add_argument("--data", action="append", default=[], metavar="NAME=PATH",
-                         help="where a dataset lives (else $FBENCH_DATA_<NAME>)")
-    prepare.add_argument("--on-error", choices=["raise", "skip"], default="raise",
-                         help="bad files: stop naming them all (default) or skip them and list them")
-    prepare.add_argument("--input-size", type=int, required=True, metavar="N",
-                         help="side of the square model input, e.g. 64 or 224")
-    prepare.add_argument("--channels", type=int, choices=[1, 3], default=3, help="1 (grayscale) or 3 (default)")
-    prepare.add_argument("--crop", choices=["haar", "box", "none"],
-                         help="face crop (default: the dataset's: recorded boxes where it has them, else haar)")
-    prepare.add_argument("--workers", type=int, help="parallel decoders (default: every core)")
+        else:
+            action.add_argument("--input-size", type=int, required=True, metavar="N",
+                                help="side of the square model input, e.g. 64 or 224")
+            action.add_argument("--channels", type=int, choices=[1, 3], default=3,
+                                help="1 (grayscale) or 3 (default)")
+            action.add_argument("--crop", choices=["haar", "box", "none"],
+                                help="face crop (default: the dataset's: recorded boxes where it has them, else haar)")
+            action.add_argument("--workers", type=int, help="parallel decoders (default: every core)")
 
 
 def parse_key_values(items: Sequence[str], flag: str) -> dict[str, str]:
