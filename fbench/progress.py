@@ -205,6 +205,8 @@ def print_leaderboards(console: Console, run: Any) -> None:
         for column in ("bal. acc", "macro-F1"):  # means only here; the report has their spread
             if column in summary:
                 summary[column] = summary[column].map(lambda text: str(text).split(" ±")[0])
+        if "cells" in summary:  # "2/3", not "2 of 3": the table then fits 80 columns without wrapping
+            summary["cells"] = summary["cells"].map(lambda text: str(text).replace(" of ", "/"))
         caption = "in %; clean acc: mean ± std over runs \\[hierarchical bootstrap 95% CI over runs and test images]"
         if getattr(run, "num_classes", None):
             caption += f"; chance: {100 / run.num_classes:.1f}"

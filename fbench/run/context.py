@@ -31,6 +31,7 @@ from fbench.run.cells import Cell, ImageCaps, entry_setup, expand_cells, protoco
 from fbench.run.plan import (
     CellWork,
     Plan,
+    PlanEntry,
     Throughput,
     device_description,
     make_plan,
@@ -278,10 +279,14 @@ def prepare(suite: Suite, options: RunOptions, progress: Progress, planning: Pla
                          {view: len(made) for view, made in splits.items()}, budget, fallback=choice.fallback,
                          dataset_fingerprint=table.fingerprint(), plan=plan)
     if plan is not None:
-        for entry in plan.limited():
-            where = "" if entry.view == MAIN_PROTOCOL else f" in view {entry.view}"
-            progress.note(f"BUDGET-LIMITED ON THIS DEVICE: {entry.label} is not trained{where} under the {budget!r} "
-                          f"budget: {entry.limited}. It is listed, not ranked; `--budget paper` or a faster device "
+        views_by_label: dict[str, list[PlanEntry]] = {}
+        for entry in plan.limited():  # one note per architecture: its main protocol's reason, else its first view's
+            views_by_label.setdefault(entry.label, []).append(entry)
+        for label, entries in views_by_label.items():
+            first = next((e for e in entries if e.view == MAIN_PROTOCOL), entries[0])
+            views = ", ".join(e.view for e in entries)
+            progress.note(f"BUDGET-LIMITED ON THIS DEVICE: {label} is not trained ({views}) under the {budget!r} "
+                          f"budget: {first.limited}. It is listed, not ranked; `--budget paper` or a faster device "
                           "trains it")
     for view in suite.leaky_views(choice.fallback):
         progress.note(f"LEAKY PROTOCOL ({LEAKY_LABEL}): {'the main protocol' if view == 'main' else 'view ' + view} "
