@@ -321,8 +321,11 @@ def _describe(error: BaseException) -> str:
 # fbench.perturb.base.Perturbation. Built-ins are lazy module entries: importing the module registers them.
 DATASETS: Registry[Any] = Registry("dataset", entry_point_group="fbench.datasets")
 for _name, _module in (("kdef", "kdef"), ("rafdb", "rafdb"), ("fer2013", "fer2013"), ("ferplus", "ferplus"),
-                       ("affectnet", "affectnet"), ("imagefolder", "imagefolder"), ("csv", "csv_manifest")):
+                       ("affectnet", "affectnet"), ("imagefolder", "imagefolder"), ("csv", "csv_manifest"),
+                       ("jaffe", "jaffe"), ("ckplus", "ckplus"), ("rafd", "rafd")):
     DATASETS.register_lazy(_name, f"fbench.data.adapters.{_module}", source="fbench built-in")
+# imagefolder/<name>: an image-folder dataset under a name of its own, so several can appear in one suite
+DATASETS.register_family("imagefolder", "fbench.data.adapters.imagefolder:ImagefolderFamily", source="fbench built-in")
 
 PERTURBATIONS: Registry[Any] = Registry("perturbation", entry_point_group="fbench.perturbations")
 for _name, _module in (("occlusion", "occlusion"), ("mask", "mask")):
@@ -354,6 +357,20 @@ def register_perturbation(name: str) -> Callable[[type], type]:
 
 def get_dataset(name: str) -> Any:
     return DATASETS.get(name)
+
+
+def is_dataset_name(name: str) -> bool:
+    """Whether ``name`` names a dataset: a registered one (checked without importing it) or a member of a dataset
+    family such as ``imagefolder/jaffe``."""
+    if name in DATASETS.names():
+        return True
+    prefix, sep, _ = name.partition(FAMILY_SEPARATOR)
+    return bool(sep) and prefix in DATASETS.families() and name in DATASETS
+
+
+def dataset_choices() -> list[str]:
+    """The registered dataset names and the family patterns (``imagefolder/<name>``), for messages."""
+    return DATASETS.names() + [f"{prefix}{FAMILY_SEPARATOR}<name>" for prefix in DATASETS.families()]
 
 
 def get_perturbation(name: str) -> Any:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from fbench.data.adapter import OnError
 from fbench.data.table import SampleTable
-from fbench.errors import FbenchError
-from fbench.registry import get_dataset
+from fbench.errors import FbenchError, UnknownNameError, did_you_mean
+from fbench.registry import dataset_choices, get_dataset, is_dataset_name
 
 
 def env_var(name: str) -> str:
@@ -128,7 +128,18 @@ def read_location(location: DatasetLocation, on_error: str = "raise") -> SampleT
     return table
 
 
+def check_data_names(paths: Mapping[str, str]) -> None:
+    """Every name of ``--data NAME=PATH`` names a dataset; else an error naming the flag, with did-you-mean."""
+    for name, path in paths.items():
+        if not is_dataset_name(name):
+            known = dataset_choices()
+            raise UnknownNameError(f"--data {name}={path}: unknown dataset {name!r}{did_you_mean(name, known)}; "
+                                   f"known: {', '.join(known)}")
+
+
 def load_dataset(name: str, cli_paths: Mapping[str, str] | None = None,
                  suite_paths: Mapping[str, str] | None = None, on_error: OnError = "raise") -> SampleTable:
-    """Find and read dataset ``name`` into a sample table."""
+    """Find and read dataset ``name`` into a sample table; every ``--data`` name must name a dataset."""
+    get_dataset(name)  # an unknown name: the registry's error, with did-you-mean
+    check_data_names(cli_paths or {})
     return read_location(locate_dataset(name, cli_paths, suite_paths), on_error)

@@ -21,10 +21,12 @@ SKIP_HINT = "skip them with on_error='skip' (CLI: --on-error skip)"
 
 MISSING_IMAGE = MISSING_FILE
 UNKNOWN_LABEL = "unknown label"
+FRONTAL_POSE = "S"  # KDEF's code for a straight-ahead photograph (yaw 0), used by every frontal-only dataset
 
 
 def env_var(name: str) -> str:
-    return f"FBENCH_DATA_{name.upper()}"
+    """``FBENCH_DATA_<NAME>``, other characters than letters and digits as ``_`` (``imagefolder/jaffe``)."""
+    return "FBENCH_DATA_" + "".join(c if c.isalnum() else "_" for c in name.upper())
 
 
 class BuiltinAdapter(DatasetAdapter):
