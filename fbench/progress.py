@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichProgress  # beside fbench.run.context.Progress, the run's hooks
 from rich.table import Table
 
+from fbench.report.cross import matrix_table
 from fbench.report.tables import SUMMARY_COLUMNS, ReportData, format_macs, format_params, leaderboard_table
 from fbench.run import store
 from fbench.run.cell import CellOutcome
@@ -187,8 +188,42 @@ def _table(title: str, frame: Any, caption: str | None = None) -> Table:
     return table
 
 
+def print_cross(console: Console, run: Any) -> None:
+    """A cross-dataset run's matrix per architecture (rows trained on, columns tested on; each entry clean
+    accuracy % with its interval over the chance level of its scored classes), the images left out, failures."""
+    matrix = run.cross
+    if run.dataset.synthetic:
+        console.print("SYNTHETIC DATA: procedurally rendered faces, not a real dataset", style="bold yellow")
+    for label in dict.fromkeys(matrix["label"]):
+        frame = matrix_table(matrix, label).rename(columns=lambda c: c if c in set(matrix["test"]) else "trained on")
+        for column in frame.columns[1:]:  # two lines per entry, so that the table stays narrow
+            frame[column] = frame[column].map(lambda text: str(text).replace("; ", "\n").replace(", ", "-"))
+        table = _table(f"{run.suite.name}: {label}, accuracy % by trained on (rows) x tested on (columns) "
+                       f"({run.budget} budget)", frame,
+                       caption="clean accuracy %, mean over runs \\[hierarchical bootstrap 95% CI]; chance: one over "
+                               "the scored classes" + ("; SYNTHETIC DATA" if run.dataset.synthetic else ""))
+        console.print(table)
+    clean = matrix[(matrix["condition"] == "clean") & (matrix["dropped"] > 0)].drop_duplicates(["train", "test"])
+    for _, row in clean.iterrows():
+        dropped = ", ".join(f"{name} {n}" for name, n in row["dropped_by_class"].items())
+        console.print(f"{row['train']} -> {row['test']}: {row['dropped']} image(s) left out ({dropped}): classes "
+                      f"the model was not trained on; scored on {len(row['scored_classes'])} classes", markup=False)
+    plan = getattr(run, "plan", None)
+    for entry in plan.limited() if plan is not None else []:
+        console.print(f"NOT TRAINED {entry.label} on {entry.view}: budget-limited on this device ({entry.limited})",
+                      style="yellow", markup=False)
+    for gap in run.completeness.gaps:
+        console.print(f"{gap.state.upper()} {gap.name} ({gap.key}): {gap.reason}", style="red", markup=False)
+    if matrix.empty:
+        console.print("no finished cells: nothing to show yet")
+
+
 def print_leaderboards(console: Console, run: Any) -> None:
-    """Each view's leaderboard as a table, failures under it, and the synthetic warning when it applies."""
+    """Each view's leaderboard as a table, failures under it, and the synthetic warning when it applies (a
+    cross-dataset run: its matrix, :func:`print_cross`)."""
+    if getattr(run, "cross", None) is not None:
+        print_cross(console, run)
+        return
     if run.dataset.synthetic:
         console.print("SYNTHETIC DATA: procedurally rendered faces, not a real dataset", style="bold yellow")
     leaky_views = getattr(run.suite, "leaky_views", None)  # a Suite; stand-ins without it have no leaky view

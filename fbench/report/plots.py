@@ -42,6 +42,7 @@ __all__ = [
     "make_figures",
     "pareto_front",
     "plot_confusions",
+    "plot_cross_matrix",
     "plot_efficiency",
     "plot_masks",
     "plot_occlusion",
@@ -411,3 +412,44 @@ def make_figures(data: ReportData) -> dict[str, Figure]:
             figures[name] = fig
     return figures
 
+
+
+def plot_cross_matrix(matrix: pd.DataFrame, synthetic: bool = False, condition: str = CLEAN) -> Figure | None:
+    """Heat maps of a cross-dataset matrix (:func:`fbench.score.cross.cross_matrix`), one per architecture: rows
+    trained on, columns tested on, colour and number the mean accuracy % under ``condition``, the scored classes'
+    chance level under it; None without rows."""
+    rows = matrix[matrix["condition"] == condition] if not matrix.empty else matrix
+    if rows.empty:
+        return None
+    labels = list(dict.fromkeys(rows["label"]))
+    trains = list(dict.fromkeys(rows["train"]))
+    tests = list(dict.fromkeys(rows["test"]))
+    fig = _figure(max(4.0, 1.3 * len(tests) + 2.2) * len(labels), 1.0 * len(trains) + 2.4)
+    axes = fig.subplots(1, len(labels), squeeze=False)[0]
+    image = None
+    for ax, label in zip(axes, labels):
+        sub = rows[rows["label"] == label].set_index(["train", "test"])
+        values = np.full((len(trains), len(tests)), np.nan)
+        for i, train in enumerate(trains):
+            for j, test in enumerate(tests):
+                if (train, test) not in sub.index:
+                    continue
+                row = sub.loc[(train, test)]
+                values[i, j] = 100.0 * float(row["accuracy_mean"])
+                chance = float(row["chance"])
+                text = f"{values[i, j]:.1f}" + (f"\nchance {100 * chance:.0f}" if math.isfinite(chance) else "")
+                ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                        color="white" if values[i, j] < 55 else "black")
+        image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0, vmax=100, aspect="auto")
+        ax.set_xticks(range(len(tests)), tests, rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(range(len(trains)), trains, fontsize=8)
+        ax.set_xlabel("tested on")
+        ax.set_ylabel("trained on")
+        ax.set_title(label, fontsize=10)
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), label="accuracy %", shrink=0.8)
+    title = "Accuracy % by trained on x tested on" + ("" if condition == CLEAN else f" ({condition})")
+    if synthetic:
+        title += "\nSYNTHETIC DATA (procedurally rendered faces, not a real dataset)"
+    fig.suptitle(title, fontsize=11, color="#a00000" if synthetic else "black")
+    return fig

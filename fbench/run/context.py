@@ -104,9 +104,7 @@ def choose_dataset(suite: Suite, cli_paths: dict[str, str] | None, note: Callabl
     block, then ``$FBENCH_DATA_<NAME>``); a given location that does not exist or is empty is an error naming it
     and where it came from. Only when none was given, and the suite allows it, the synthetic KDEF-like set stands
     in (built on first use) and ``note`` says so."""
-    flags = {name: path for name, path in suite.data_flags.items() if suite.data.get(name) == path}
-    cli = {**flags, **(cli_paths or {})}
-    block = {name: path for name, path in suite.data.items() if name not in flags}
+    cli, block = location_sources(suite, cli_paths)
     location = given_location(suite.dataset, cli, block, suite.source)
     if location is not None:
         return DatasetChoice(suite.dataset, location.root, synthetic=False, fallback=False, origin=location.origin)
@@ -123,6 +121,14 @@ def choose_dataset(suite: Suite, cli_paths: dict[str, str] | None, note: Callabl
          "Procedurally rendered faces, not a real dataset; the leaderboard and report say so.")
     return DatasetChoice("kdef", synthetic_folder, synthetic=True, fallback=True,
                          origin=f"the synthetic stand-in (no location given for {suite.dataset!r})")
+
+
+def location_sources(suite: Suite, cli_paths: dict[str, str] | None) -> tuple[dict[str, str], dict[str, str]]:
+    """Dataset locations as (given on the command line, given in the suite's ``data:`` block): ``data:`` entries
+    that came from ``--data`` count as the command line's, so that messages name the flag."""
+    flags = {name: path for name, path in suite.data_flags.items() if suite.data.get(name) == path}
+    block = {name: path for name, path in suite.data.items() if name not in flags}
+    return {**flags, **(cli_paths or {})}, block
 
 
 def complete_synthetic_set(folder: Path) -> bool:
@@ -200,15 +206,20 @@ class Prepared:
     cells: list[Cell]
     budget: str
     plan: Plan | None = None  # a time-planned budget's plan (fbench.run.plan)
+    # A cross-dataset suite's tables by matrix name (its cells' ``dataset``), and its layout (fbench.run.cross)
+    tables: dict[str, SampleTable] = field(default_factory=dict)
+    cross: Any = None
 
 
 Planning = Literal["probe", "stored"]
 
 
 def suite_plan(suite: Suite, budget_name: str, table: SampleTable, splits: dict[str, list[Split]], fallback: bool,
-               device: torch.device, planning: Planning, note: Callable[[str], None]) -> Plan | None:
+               device: torch.device, planning: Planning, note: Callable[[str], None],
+               extra_test_images: int = 0) -> Plan | None:
     """The plan of a time-planned budget (None for the others): the stored one when it was made for this device
-    and these cells, else probed and stored (``planning="probe"``, a run); ``planning="stored"`` (status,
+    and these cells, else probed and stored (``planning="probe"``, a run); ``extra_test_images`` are tested by
+    every cell beside its split's test part (a cross-dataset cell's targets); ``planning="stored"`` (status,
     leaderboard, cluster jobs) takes the stored one whatever device made it, and never probes."""
     budget = suite.effective_budget(budget_name)
     if budget.cell_seconds is None:
@@ -227,7 +238,8 @@ def suite_plan(suite: Suite, budget_name: str, table: SampleTable, splits: dict[
             val = len(first.test) if protocol.leaky else len(first.val)
             val_cap, test_cap = caps.eval_cap("val"), caps.eval_cap("test")
             works.append(CellWork(entry.label, view, available, val if val_cap is None else min(val, val_cap),
-                                  len(first.test) if test_cap is None else min(len(first.test), test_cap), passes,
+                                  (len(first.test) if test_cap is None else min(len(first.test), test_cap))
+                                  + extra_test_images, passes,
                                   BatchAugment.from_recipe(recipe, spec).offline_copies, recipe.epochs))
             probes[entry.label] = functools.partial(probe_throughput, entry.name, options, size, recipe,
                                                     table.num_classes, device, suite.engine)
@@ -320,12 +332,26 @@ class RunContext:
     retry_failed: bool = False
     progress: Progress = field(default_factory=Progress)
     caches: dict[tuple[int, int, int], CachedImages] = field(default_factory=dict)
+    # A cross-dataset suite's tables by matrix name (fbench.run.cross), and their decoded caches
+    tables: dict[str, SampleTable] = field(default_factory=dict)
+    dataset_caches: dict[tuple[str, tuple[int, int, int]], CachedImages] = field(default_factory=dict)
 
     def folder(self, cell: Cell) -> Path:
         return self.output / cell.suite / cell.key
 
-    def cache(self, size: tuple[int, int, int]) -> CachedImages:
-        """The table decoded at ``size`` (built, or read from the on-disk cache, on first use in this process)."""
+    def table_of(self, dataset: str) -> SampleTable:
+        """The table of ``dataset`` (a cross-dataset suite's name for it); the suite's table otherwise."""
+        return self.tables.get(dataset, self.table)
+
+    def cache(self, size: tuple[int, int, int], dataset: str | None = None) -> CachedImages:
+        """The table (of ``dataset``, in a cross-dataset suite) decoded at ``size`` (built, or read from the on-disk
+        cache, on first use in this process)."""
+        if dataset is not None and dataset in self.tables:
+            if (dataset, size) not in self.dataset_caches:
+                self.progress.note(f"decoding {dataset} at {'x'.join(map(str, size))} (cached for later runs)")
+                self.dataset_caches[(dataset, size)] = build_cache(self.tables[dataset], size,
+                                                                   cache_dir=self.cache_dir, note=self.progress.note)
+            return self.dataset_caches[(dataset, size)]
         if size not in self.caches:
             self.progress.note(f"decoding {self.table.dataset} at {'x'.join(map(str, size))} (cached for later "
                                "runs)")

@@ -2,7 +2,8 @@
 reused; and the stored outcomes of a suite whose cells ran before (for rescoring).
 
 A cell that fails (a NaN loss) is recorded as failed with its reason; the other cells go on. After Ctrl-C,
-SIGTERM or ``kill -9`` the same command resumes: at most the cell that was running is lost. Several processes
+SIGTERM or ``kill -9`` the same command resumes: the cell that was running continues from its last finished epoch
+(its resume checkpoint), so at most one epoch is lost. Several processes
 running one suite at once split its cells through the cells' locks (:class:`fbench.run.store.CellLock`).
 Scoring, reports and tracking are not this module's: :mod:`fbench.pipeline` composes them around :func:`execute`.
 """
@@ -31,7 +32,7 @@ def execute(suite: Suite, prepared: Prepared, options: RunOptions, progress: Pro
     """Run every cell of ``prepared`` (reusing finished ones) with the executor ``options`` names; ``on_done`` sees
     each outcome as it comes, and cluster jobs log their own cell through ``job_logger``."""
     context = RunContext(suite, prepared.table, Path(suite.output), device, prepared.splits, options.cache_dir,
-                         options.retry_failed, progress)
+                         options.retry_failed, progress, tables=dict(prepared.tables))
     adopt_format1_folders(Path(suite.output), prepared.cells, progress.note)
     finished = sum(1 for cell in prepared.cells if store.finished_result(context.folder(cell)) is not None
                    and not store.damaged_files(context.folder(cell)))

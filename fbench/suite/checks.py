@@ -20,7 +20,7 @@ from fbench.contract import Architecture
 from fbench.data.splits import KFOLD_PROTOCOLS, PROTOCOLS
 from fbench.errors import FbenchError, did_you_mean
 from fbench.perturb.apply import resolve_condition
-from fbench.registry import DATASETS, get_architecture, load_plugins
+from fbench.registry import dataset_choices, get_architecture, is_dataset_name, load_plugins
 from fbench.suite.conditions import CLEAN, SUBSET_NAME, SUBSET_PREFIX, is_perturbation, is_subset
 from fbench.suite.problems import KeyPath, Problem, path_text, pydantic_message, unknown_name
 from fbench.suite.recipes import recipe_problems
@@ -28,6 +28,7 @@ from fbench.suite.schema import (
     BUILTIN_BUDGETS,
     MAIN_PROTOCOL,
     MAX_INPUT_SIZE,
+    SYNTHETIC_SETS,
     Budget,
     ProtocolConfig,
     Suite,
@@ -54,6 +55,7 @@ def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
     """Checks against the registries and across fields, on raw data (whatever pydantic made of it)."""
     problems = _plugin_problems(raw.get("plugins"))
     problems += _dataset_problems(raw)
+    problems += _cross_problems(raw)
     protocol = raw.get("protocol")
     if isinstance(protocol, Mapping):
         problems += _protocol_problems(protocol, ("protocol",))
@@ -84,16 +86,34 @@ def _plugin_problems(plugins: Any) -> list[Problem]:
 
 
 def _dataset_problems(raw: Mapping[str, Any]) -> list[Problem]:
-    known = DATASETS.names()
+    known = dataset_choices()
     problems: list[Problem] = []
     dataset = raw.get("dataset")
-    if isinstance(dataset, str) and dataset not in known:
+    if isinstance(dataset, str) and not is_dataset_name(dataset):
         problems.append((("dataset",), unknown_name("dataset", dataset, known)))
     data = raw.get("data")
     if isinstance(data, Mapping):
         for name in data:
-            if isinstance(name, str) and name not in known:
+            if isinstance(name, str) and not is_dataset_name(name):
                 problems.append((("data", name), unknown_name("dataset", name, known)))
+    return problems
+
+
+def _cross_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    """Unknown dataset names in ``cross:`` (with a suggestion), and views, which a matrix does not run."""
+    cross = raw.get("cross")
+    if not isinstance(cross, Mapping):
+        return []
+    known = [*dataset_choices(), *SYNTHETIC_SETS]
+    problems: list[Problem] = []
+    for side in ("train", "test"):
+        names = cross.get(side)
+        for i, name in enumerate(names if isinstance(names, list) else []):
+            if isinstance(name, str) and name not in SYNTHETIC_SETS and not is_dataset_name(name):
+                problems.append((("cross", side, i), unknown_name("dataset", name, known)))
+    if raw.get("views"):
+        problems.append((("views",), "a cross-dataset suite runs the main protocol on each dataset trained and "
+                                     "tested on (the diagonal); remove views: or run them in a suite of their own"))
     return problems
 
 

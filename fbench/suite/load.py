@@ -53,9 +53,13 @@ def builtin_suites() -> list[str]:
 
 def suite_path(suite: str | Path) -> Path:
     """The file a suite argument names: the path itself, or a built-in suite when the argument is a bare name
-    (not an existing file, no folder, no ``.yaml``/``.yml`` suffix). Raises SuiteError for an unknown name."""
+    (not an existing file, no folder, no ``.yaml``/``.yml`` suffix) or ``suites/<name>.yaml`` where no such file
+    is (the built-in's own path, from another folder). Raises SuiteError for an unknown name."""
     path = Path(suite)
     text = str(suite)
+    shipped = importlib.resources.files(BUILTIN_SUITES_PACKAGE) / path.name
+    if not path.exists() and path.parent == Path("suites") and shipped.is_file():
+        return Path(str(shipped))  # suites/<name>.yaml as the README writes it, run from any folder
     if path.exists() or "/" in text or "\\" in text or path.suffix.lower() in SUITE_SUFFIXES:
         return path
     resource = importlib.resources.files(BUILTIN_SUITES_PACKAGE) / f"{text}.yaml"

@@ -30,6 +30,12 @@ DEFAULT_TRACKING_FILE = "mlflow.db"
 MAIN_PROTOCOL = "main"
 # What the terminal, reports and MLflow tags say wherever numbers of a leaky protocol appear.
 LEAKY_LABEL = "leaky: model selection on the test fold"
+# The synthetic sets a cross-dataset matrix may name beside registered datasets: rendered on first use, the
+# target with another seed and a hard side light (fbench.run.cross); also the stand-ins when no real location
+# is given.
+SYNTHETIC_SOURCE = "synthetic-source"
+SYNTHETIC_TARGET = "synthetic-target"
+SYNTHETIC_SETS = (SYNTHETIC_SOURCE, SYNTHETIC_TARGET)
 
 # Built-in budgets, as plain data (validated into Budget models on use).
 BUILTIN_BUDGETS: dict[str, dict[str, Any]] = {
@@ -152,6 +158,25 @@ class ViewConfig(ProtocolConfig):
 
     name: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH,
                       description=f"the view's name in reports, [a-z0-9_-]+, at most {MAX_NAME_LENGTH} characters")
+
+
+class CrossConfig(_Model):
+    """A trained-on x tested-on matrix: each training dataset's model scored on every test dataset."""
+
+    train: list[str] = Field(min_length=1, description="datasets trained on (registered names, or "
+                             f"{' / '.join(SYNTHETIC_SETS)}): each on its own training part, or all of it when it "
+                             "is not also tested on")
+    test: list[str] = Field(min_length=1, description="datasets tested on: the official test split where one "
+                            "exists, else the whole set; a dataset also trained on is tested on its own protocol's "
+                            "test part (the diagonal)")
+
+    @field_validator("train", "test")
+    @classmethod
+    def _distinct(cls, names: list[str]) -> list[str]:
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(repeated)} listed twice; name each dataset once")
+        return names
 
 
 def _size_pair(value: Any) -> Any:
@@ -320,6 +345,9 @@ class Suite(_Model):
                                                       "official splits, which the synthetic set lacks)")
     views: list[ViewConfig] = Field(default_factory=list, description="extra protocols evaluated beside the "
                                     "main one")
+    cross: CrossConfig | None = Field(None, description="a cross-dataset matrix, {train: [...], test: [...]}, "
+                                      "instead of the one dataset: models trained on each train dataset, scored "
+                                      "on each test dataset on the classes both share")
     conditions: list[str] = Field(default_factory=lambda: [CLEAN], description="evaluation conditions "
                                   "(clean, pose, or NAME:key=value,...); clean is always included")
     architectures: list[ArchitectureConfig] = Field(min_length=1, description="the architectures compared")

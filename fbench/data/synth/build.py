@@ -53,6 +53,9 @@ MARKER = "fbench_synthetic.json"
 KDEF_EXPRESSIONS = ("AF", "AN", "DI", "HA", "NE", "SA", "SU")
 EXPRESSION_LABELS = {"AF": "fear", "AN": "anger", "DI": "disgust", "HA": "happy", "NE": "neutral", "SA": "sad",
                      "SU": "surprise"}
+# Lighting presets: "studio" (soft key light from the front half, the default) and "side" (a hard, low, warm light
+# from one side with little ambient fill): the same faces under light another set never shows (cross-dataset runs).
+LIGHTINGS = ("studio", "side")
 # The action units of each expression, with their relative weights (the image's intensity scales them all).
 EXPRESSION_AUS: dict[str, dict[str, float]] = {
     "NE": {},
@@ -89,6 +92,8 @@ class SynthConfig:
     # Multiplies every image's expression intensity (and the cap on AU activity): above 1 the expressions stand
     # out more against identity and light, so that short CPU runs learn them (fbench run's stand-in set).
     expression_strength: float = 1.0
+    # One of LIGHTINGS: how every image is lit (recorded in the set's marker file).
+    lighting: str = "studio"
 
     def __post_init__(self) -> None:
         self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
@@ -100,6 +105,8 @@ class SynthConfig:
             raise FbenchError(f"synthetic set: sessions must be 1 or 2 (KDEF's A and B), got {self.sessions}")
         if not 0.5 <= self.expression_strength <= 3.0:
             raise FbenchError(f"synthetic set: expression_strength must be 0.5..3, got {self.expression_strength}")
+        if self.lighting not in LIGHTINGS:
+            raise FbenchError(f"synthetic set: lighting must be one of {list(LIGHTINGS)}, got {self.lighting!r}")
         bad = [p for p in self.poses if p not in KDEF_POSES]
         if bad or not self.poses:
             raise FbenchError(f"synthetic set: unknown poses {bad}; choose from {list(KDEF_POSES)}")
@@ -179,15 +186,22 @@ def _rgb(values: np.ndarray) -> tuple[float, float, float]:
     return red, green, blue
 
 
-def sample_nuisance(rng: np.random.Generator, expression: str, pose: str, strength: float = 1.0) -> Nuisance:
-    """Draw the nuisance of one image; ``strength`` multiplies the expression's intensity."""
+def sample_nuisance(rng: np.random.Generator, expression: str, pose: str, strength: float = 1.0,
+                    lighting: str = "studio") -> Nuisance:
+    """Draw the nuisance of one image; ``strength`` multiplies the expression's intensity; ``lighting`` is one
+    of :data:`LIGHTINGS` (the same draws, mapped to another light: "studio" images stay byte-identical)."""
     if expression not in EXPRESSION_AUS:
         raise FbenchError(f"synthetic image: unknown expression {expression!r}; choose from {list(KDEF_EXPRESSIONS)}")
     if pose not in KDEF_YAW:
         raise FbenchError(f"synthetic image: unknown pose {pose!r}; choose from {list(KDEF_POSES)}")
+    if lighting not in LIGHTINGS:
+        raise FbenchError(f"synthetic image: unknown lighting {lighting!r}; choose from {list(LIGHTINGS)}")
+    side = lighting == "side"
     u = rng.uniform
-    az = math.radians(u(-55, 55))
-    el = math.radians(u(0, 45))
+    az_degrees, el_degrees = u(-55, 55), u(0, 45)
+    if side:  # from 62..84 degrees to one side, near eye level
+        az_degrees, el_degrees = math.copysign(62 + 0.4 * abs(az_degrees), az_degrees), 0.4 * el_degrees - 5
+    az, el = math.radians(az_degrees), math.radians(el_degrees)
     light = (math.sin(az) * math.cos(el), math.sin(el), math.cos(az) * math.cos(el))
     grey = u(0.38, 0.82)
     tint = rng.normal(0, 0.03, size=3)
@@ -197,16 +211,23 @@ def sample_nuisance(rng: np.random.Generator, expression: str, pose: str, streng
     n_au = len(AU_NAMES)
     gain = rng.uniform(0.75, 1.25, size=n_au)
     stray = np.where(rng.uniform(size=n_au) < 0.15, rng.uniform(0.0, 0.15, size=n_au), 0.0)
+    yaw = float(KDEF_YAW[pose] + rng.normal(0, 1.5))
+    pitch = float(np.clip(rng.normal(0, 2.5), -6, 6))
+    roll = float(np.clip(rng.normal(0, 2.5), -6, 6))
+    scale = float(u(0.92, 1.08))
+    shift = (float(u(-0.04, 0.04)), float(u(-0.03, 0.03)))
+    kelvin = float(u(3500, 8000))
+    ambient, diffuse = float(u(0.25, 0.45)), float(u(0.5, 0.8))
     return Nuisance(
-        yaw=float(KDEF_YAW[pose] + rng.normal(0, 1.5)),
-        pitch=float(np.clip(rng.normal(0, 2.5), -6, 6)),
-        roll=float(np.clip(rng.normal(0, 2.5), -6, 6)),
-        scale=float(u(0.92, 1.08)),
-        shift=(float(u(-0.04, 0.04)), float(u(-0.03, 0.03))),
+        yaw=yaw,
+        pitch=pitch,
+        roll=roll,
+        scale=scale,
+        shift=shift,
         light=light,
-        light_colour=_rgb(_colour_temperature(u(3500, 8000))),
-        ambient=float(u(0.25, 0.45)),
-        diffuse=float(u(0.5, 0.8)),
+        light_colour=_rgb(_colour_temperature(2700 + 0.3 * (kelvin - 3500) if side else kelvin)),
+        ambient=float(ambient * 0.45 if side else ambient),
+        diffuse=float(diffuse + 0.2 if side else diffuse),
         background=background,
         bg_gradient=(float(u(-0.15, 0.15)), float(u(-0.2, 0.2))),
         vignette=float(u(0.0, 0.5)),
@@ -317,7 +338,7 @@ def _task(config: SynthConfig, out: str | None, sex: str, number: int, session: 
     for expression in config.expressions:
         for pose in config.poses:
             nuisance = sample_nuisance(image_rng(config.seed, sex, number, session, expression, pose), expression,
-                                       pose, config.expression_strength)
+                                       pose, config.expression_strength, config.lighting)
             image, landmarks, box = render_face(identity, expression, pose, nuisance, config.image_size)
             name = f"{folder}{expression}{pose}.JPG"
             if out is None:
@@ -401,7 +422,8 @@ def _marker(config: SynthConfig, count: int | None) -> dict[str, Any]:
             "identities": config.identities, "sessions": config.sessions, "image_size": list(config.image_size),
             "count": count, "complete": count is not None,
             "poses": list(config.poses), "expressions": list(config.expressions),
-            "expression_strength": config.expression_strength, "note": "procedurally rendered; not real faces"}
+            "expression_strength": config.expression_strength, "lighting": config.lighting,
+            "note": "procedurally rendered; not real faces"}
 
 
 def build_synthetic_kdef(out: Path, config: SynthConfig | None = None, workers: int | None = None,
