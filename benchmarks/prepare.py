@@ -3,8 +3,11 @@
 Renders (or reuses) a synthetic KDEF-layout set at KDEF's frame size (562 x 762), then times, each from a cold
 cache folder:
 
-  cold    ``build_cache`` at --input-size / --channels with --crop (default haar: frontal + profile detection);
+  cold    ``build_cache`` at --input-size / --channels with --crop (default haar: dlib's landmark model where it
+          is installed, then frontal + profile Haar detection);
   reuse   a second size (--second-size, 3 channels) that reads the face boxes the cold build kept;
+  haar    (where the landmark model is installed) the cold build again with it turned off
+          (FBENCH_LANDMARK_MODEL=none): Haar detection only, as without dlib;
   before  (--baseline) what fbench did before: full-resolution decode and Haar detection on threads.
 
 Each reports wall images/s and CPU time per image (this process and its workers): on a loaded machine the wall
@@ -40,6 +43,7 @@ import torch
 from fbench.data.cache import build_cache, default_cache_dir, default_workers
 from fbench.data.faces import KDEF_FALLBACK_BOXES, Square, crop_square, resize, to_channels
 from fbench.data.images import read_image_file
+from fbench.data.landmarker import OFF_VARIABLE, available_model
 from fbench.data.locate import load_dataset
 from fbench.data.synth.build import SynthConfig, build_synthetic_kdef
 from fbench.data.table import SampleTable
@@ -201,8 +205,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             return {"input": list(size), "detections": cached.meta["detections"],
                     "boxes_reused": cached.meta["boxes_reused"]}
 
-        for name, size in (("cold", sizes[0]), ("reuse", sizes[1])):
-            report["results"][name] = result = timed(len(table), functools.partial(build, size))
+        runs = [("cold", sizes[0]), ("reuse", sizes[1])]
+        report["settings"]["landmark_model"] = available_model()
+        if args.crop == "haar" and available_model() is not None:
+            runs.append(("haar", sizes[0]))
+        for name, size in runs:
+            if name == "haar":  # the cold build again, its boxes and cache keyed apart, the model turned off
+                os.environ[OFF_VARIABLE] = "none"
+            try:
+                report["results"][name] = result = timed(len(table), functools.partial(build, size))
+            finally:
+                if name == "haar":
+                    os.environ.pop(OFF_VARIABLE, None)
             print(f"{name:<7}{'x'.join(map(str, size)):>10}: {result['images_per_s']:>8} images/s, "
                   f"{result['cpu_ms_per_image']} ms CPU per image (unloaded {report['hardware']['usable_cores']} "
                   f"cores: ~{result['unloaded_images_per_s_estimate']} images/s); {result['detections']}", flush=True)

@@ -23,9 +23,10 @@ from typing import Any
 
 import pandas as pd
 
-from fbench.data.cache import detection_counts
+from fbench.data.cache import detection_counts, landmark_counts
 from fbench.data.files import unwritable
 from fbench.data.summary import bad_files
+from fbench.data.table import CANONICAL_LABELS
 from fbench.engine.devices import resolve_device
 from fbench.errors import FbenchError, did_you_mean
 from fbench.profile import profile_architecture
@@ -33,20 +34,29 @@ from fbench.report.document import report_folder, write_report
 from fbench.report.suite import architecture_profiles, write_suite_report
 from fbench.report.tables import ReportData
 from fbench.run import store
-from fbench.run.cell import CellOutcome
+from fbench.run.cell import CellOutcome, cell_metrics
 from fbench.run.cells import Cell
-from fbench.run.context import DatasetChoice, Prepared, Progress, RunOptions, prepare
+from fbench.run.context import DatasetChoice, Prepared, Progress, RunOptions
+from fbench.run.cross import CrossLayout, prepare_suite
 from fbench.run.plan import Plan
 from fbench.run.provenance import environment_tags, git_commit
 from fbench.run.suite import execute, stored_outcomes
 from fbench.score.completeness import Completeness, completeness
+from fbench.score.cross import (
+    cell_alignments,
+    cross_matrix,
+    cross_metrics,
+    cross_per_pose,
+    pair_completeness,
+    pair_predictions,
+)
 from fbench.score.leaderboard import Leaderboard, build_leaderboards, collect_predictions
-from fbench.score.metrics import condition_metrics
 from fbench.suite.schema import Suite
 from fbench.tracking import (
     CellJobLogger,
     TrackingTarget,
     log_cell,
+    log_cross_summaries,
     log_summaries,
     make_tracker,
     selection_tags,
@@ -67,7 +77,13 @@ class SuiteRun:
     report: dict[str, Path] = field(default_factory=dict)
     skipped_files: dict[str, str] = field(default_factory=dict)  # image files left out (--on-error skip): reason
     face_crops: dict[str, int] = field(default_factory=dict)  # how the face crops were made: count by method
+    landmark_sources: dict[str, dict[str, int]] = field(default_factory=dict)  # per pose: count by source
     plan: Plan | None = None  # a time-planned budget's plan: each architecture's epochs, the budget-limited ones
+    # A cross-dataset suite: its layout, and fbench.score.cross.cross_matrix's frame (the leaderboards are then
+    # one per trained-on x tested-on pair)
+    cross_layout: CrossLayout | None = None
+    cross: pd.DataFrame | None = None
+    cross_poses: pd.DataFrame | None = None  # fbench.score.cross.cross_per_pose: each pair's accuracy per pose
 
     @property
     def failures(self) -> list[CellOutcome]:
@@ -90,7 +106,7 @@ def run_suite(suite: Suite, options: RunOptions | None = None, progress: Progres
     suite and each cell to MLflow when tracking is on. ``changes`` change fields of ``options``."""
     options = run_options(options, changes)
     progress = progress or Progress()
-    prepared = prepare(suite, options, progress)
+    prepared = prepare_suite(suite, options, progress)
     device = resolve_device(options.device or suite.device)
     enabled = suite.tracking.enabled if options.tracking is None else options.tracking
     tracker = make_tracker(enabled, options.tracking_uri or suite.tracking.resolved_uri())
@@ -116,6 +132,11 @@ def run_suite(suite: Suite, options: RunOptions | None = None, progress: Progres
         tracker.log_suite_metrics(suite_metrics(run.leaderboards))
         if tracker.enabled:  # a summary run per architecture x view: the runs table sorted by accuracy
             log_summaries(tracker, run.leaderboards, run.cells, architecture_profiles(run, Path(suite.output)), tags)
+            if run.cross is not None and run.cross_layout is not None:  # the matrix: cross/<train>/<test>/...
+                log_cross_summaries(tracker, {label: cross_metrics(run.cross, label)
+                                              for label in dict.fromkeys(run.cross["label"])},
+                                    {"trained_on": run.cross_layout.train, "tested_on": run.cross_layout.test},
+                                    tags)
         if run.report:
             tracker.log_suite_artifacts(list(run.report.values()))
     return run
@@ -126,13 +147,14 @@ def rescore_suite(suite: Suite, options: RunOptions | None = None, rewrite_metri
     """The leaderboard (and, with ``rewrite_metrics``, every cell's metrics) from stored predictions only."""
     options = run_options(options, changes)
     progress = progress or Progress()
-    prepared = prepare(suite, options, progress, planning="stored")
+    prepared = prepare_suite(suite, options, progress, planning="stored")
     outcomes, missing = stored_outcomes(suite, prepared, progress)
     if rewrite_metrics:
         for outcome in outcomes:
             if outcome.status == store.COMPLETE:
                 predictions = store.read_predictions(outcome.folder / store.PREDICTIONS)
-                metrics = condition_metrics(predictions, prepared.table.num_classes, prepared.table.label_names)
+                metrics = cell_metrics(predictions, prepared.tables.get(outcome.cell.dataset,
+                                                                        prepared.table).num_classes)
                 store.write_json(outcome.folder / store.METRICS, metrics.to_dict(orient="records"))
     if missing:
         progress.note(f"{missing} of {len(prepared.cells)} cells have no results yet; `fbench run` trains them")
@@ -161,11 +183,29 @@ def score_and_report(suite: Suite, prepared: Prepared, outcomes: list[CellOutcom
         progress.note(f"incomplete suite: {counts} of {len(prepared.cells)} cells; architectures with cells short "
                       f"are marked and {ranked}")
     table = prepared.table
-    leaderboards = build_leaderboards(predictions, table.num_classes, table.label_names, completeness=found,
+    num_classes, label_names = table.num_classes, table.label_names
+    board_completeness = found
+    pairs: dict[str, tuple[str, str]] = {}
+    if prepared.cross is not None:  # one leaderboard per trained-on x tested-on pair
+        trained_on = {cell.view: cell.dataset for cell in prepared.cells}
+        predictions, pairs = pair_predictions(predictions, trained_on)
+        board_completeness = pair_completeness(found, pairs, trained_on)
+        num_classes = max(t.num_classes for t in prepared.tables.values())
+        label_names = CANONICAL_LABELS[:num_classes]
+    leaderboards = build_leaderboards(predictions, num_classes, label_names, completeness=board_completeness,
                                       partial=options.partial)
     run = SuiteRun(suite, prepared.choice, prepared.cells, outcomes, leaderboards, prepared.budget,
-                   table.num_classes, found, skipped_files=bad_files(table),
-                   face_crops=detection_counts(table, cache_dir=options.cache_dir) or {}, plan=prepared.plan)
+                   num_classes, found, skipped_files=bad_files(table),
+                   face_crops=detection_counts(table, cache_dir=options.cache_dir) or {}, plan=prepared.plan,
+                   landmark_sources=landmark_counts(table, cache_dir=options.cache_dir) or {})
+    if prepared.cross is not None:
+        layout: CrossLayout = prepared.cross
+        rows, columns = {name: i for i, name in enumerate(layout.train)}, {n: i for i, n in enumerate(layout.test)}
+        run.leaderboards = sorted(leaderboards, key=lambda board: (rows.get(pairs[board.view][0], 0),
+                                                                   columns.get(pairs[board.view][1], 0)))
+        run.cross_layout = layout
+        run.cross = cross_matrix(run.leaderboards, pairs, cell_alignments(outcomes))
+        run.cross_poses = cross_per_pose(run.leaderboards, pairs)
     if options.write_report and leaderboards:
         try:
             run.report = write_suite_report(run, device)

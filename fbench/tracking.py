@@ -770,6 +770,25 @@ def log_summaries(tracker: Tracker, leaderboards: Sequence[Leaderboard], cells: 
     return logged
 
 
+CROSS_VIEW = "cross"  # the view of a cross-dataset suite's summary runs: one per architecture, the whole matrix
+
+
+def log_cross_summaries(tracker: Tracker, metrics: Mapping[str, Mapping[str, float]], params: Mapping[str, Any],
+                        suite_tags: Mapping[str, str]) -> list[str]:
+    """Log a cross-dataset matrix as one summary run per architecture (view ``cross``): ``metrics`` by label,
+    named ``cross/<train>/<test>/accuracy`` and so on (:func:`fbench.score.cross.cross_metrics`); ``params``
+    say what was trained on and tested on. Returns the run ids (none with tracking off)."""
+    if not tracker.enabled:
+        return []
+    suite_level = {key: value for key, value in suite_tags.items() if key != "leaky_note"}
+    logged = []
+    for label, values in metrics.items():
+        run_id = tracker.log_summary(label, CROSS_VIEW, params, values, suite_level)
+        if run_id is not None:
+            logged.append(run_id)
+    return logged
+
+
 @dataclass(frozen=True)
 class TrackingTarget:
     """The MLflow parent run that jobs (cells, tuning workers) log their child runs under."""

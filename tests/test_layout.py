@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "fbench"
 # Lazy imports are allowed for these optional (or heavy, absent on a bare GPU machine) packages only.
-OPTIONAL = {"mlflow", "optuna", "fvcore", "submitit", "cloudpickle", "matplotlib", "cv2", "sqlalchemy"}
+OPTIONAL = {"mlflow", "optuna", "fvcore", "submitit", "cloudpickle", "matplotlib", "cv2", "sqlalchemy", "dlib"}
 TOP_LEVEL_MODULES = {"cli", "registry", "contract", "profile", "tracking", "errors", "progress", "pipeline"}
 
 

@@ -2,9 +2,11 @@
 
 Detecting faces is the slow part of building a decode cache, and it does not depend on the size the cache is
 built at. The detections of a dataset are kept in ``<cache>/<dataset>-boxes-<crop>-<key>/`` (``boxes.npy``: N x 3
-float64 squares x0, y0, side in full-image pixels; ``how.npy``: N int8 indices into ``METHODS``; ``meta.json``),
-keyed by the dataset's contents and the crop policy, so that a second input size or channel count crops the same
-squares without detecting again. The folder is written to a temporary name and renamed into place when complete.
+float64 squares x0, y0, side in full-image pixels; ``how.npy``: N int8 indices into ``METHODS``; ``landmarks.npy``:
+N x 6 x 2 float64, the landmark model's points in full-image pixels, NaN where it placed none; ``meta.json``),
+keyed by the dataset's contents, the crop policy and the landmark model (or its absence), so that a second input
+size or channel count crops the same squares without detecting again. The folder is written to a temporary name
+and renamed into place when complete.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fbench.data.decode import DETECTED, METHODS
-from fbench.data.table import BOX_COLUMNS, LANDMARK_COLUMNS, SampleTable
+from fbench.data.decode import DETECTED, DLIB, METHODS
+from fbench.data.table import BOX_COLUMNS, LANDMARK_COLUMNS, LANDMARKS, SampleTable
 
-BOXES_VERSION = 1
+BOXES_VERSION = 2  # 2: the landmark model's crops and points (landmarks.npy)
 
 
 def content_digest(table: SampleTable, header: dict) -> str:
@@ -45,10 +47,11 @@ def content_digest(table: SampleTable, header: dict) -> str:
     return digest.hexdigest()[:20]
 
 
-def boxes_folder(table: SampleTable, crop: str, cache_dir: Path) -> Path:
-    """Where the face boxes of ``table`` under ``crop`` are kept."""
+def boxes_folder(table: SampleTable, crop: str, cache_dir: Path, model: str | None) -> Path:
+    """Where the face boxes of ``table`` under ``crop``, found with the landmark model ``model`` (None: Haar
+    only), are kept."""
     header = {"version": BOXES_VERSION, "kind": "boxes", "dataset": table.dataset,
-              "root": str(Path(table.root).resolve()), "crop": crop, "rows": len(table)}
+              "root": str(Path(table.root).resolve()), "crop": crop, "rows": len(table), "landmark_model": model}
     return cache_dir / f"{table.dataset}-boxes-{crop}-{content_digest(table, header)}"
 
 
@@ -59,20 +62,23 @@ def method_counts(how: Iterable[str]) -> dict[str, int]:
 
 
 def detection_text(counts: dict[str, int]) -> str:
-    """``frontal 120, profile 200, fallback 30`` (the detectors' methods always named, even at 0)."""
+    """``dlib 300, frontal 0, profile 200, fallback 30`` (the Haar detectors' methods always named, even at 0)."""
     named = dict(counts)
-    if any(method in named for method in DETECTED):
-        named = {method: named.get(method, 0) for method in DETECTED} | named
+    if any(method in named for method in (DLIB, *DETECTED)):
+        first = {DLIB: named[DLIB]} if DLIB in named else {}
+        named = first | {method: named.get(method, 0) for method in DETECTED} | named
     return ", ".join(f"{method} {n:,}" for method, n in named.items())
 
 
 @dataclass(frozen=True)
 class FaceBoxes:
-    """The crop square of every row (N x 3: x0, y0, side in full-image pixels) and how each was found."""
+    """The crop square of every row (N x 3: x0, y0, side in full-image pixels), how each was found, and the
+    landmark model's points (N x 6 x 2 full-image pixels, NaN where it placed none)."""
 
     squares: np.ndarray
     how: list[str]
     folder: Path
+    landmarks: np.ndarray
 
     @property
     def counts(self) -> dict[str, int]:
@@ -85,16 +91,18 @@ def load_boxes(folder: Path, rows: int) -> FaceBoxes | None:
     try:
         squares = np.load(folder / "boxes.npy")
         codes = np.load(folder / "how.npy")
+        landmarks = np.load(folder / "landmarks.npy")
         meta = json.loads((folder / "meta.json").read_text())
     except (OSError, ValueError, EOFError):
         return None
     if squares.shape != (rows, 3) or codes.shape != (rows,) or meta.get("count") != rows \
+            or landmarks.shape != (rows, len(LANDMARKS), 2) \
             or not np.isfinite(squares).all() or codes.min(initial=0) < 0 or codes.max(initial=0) >= len(METHODS):
         return None
-    return FaceBoxes(squares, [METHODS[int(c)] for c in codes], folder)
+    return FaceBoxes(squares, [METHODS[int(c)] for c in codes], folder, landmarks)
 
 
-def save_boxes(folder: Path, squares: np.ndarray, how: list[str], meta: dict) -> FaceBoxes:
+def save_boxes(folder: Path, squares: np.ndarray, how: list[str], landmarks: np.ndarray, meta: dict) -> FaceBoxes:
     """Write the boxes to ``folder`` (through a temporary folder renamed into place; another process that
     finished first wins) and return them."""
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -102,6 +110,7 @@ def save_boxes(folder: Path, squares: np.ndarray, how: list[str], meta: dict) ->
     try:
         np.save(staging / "boxes.npy", np.asarray(squares, np.float64))
         np.save(staging / "how.npy", np.array([METHODS.index(h) for h in how], np.int8))
+        np.save(staging / "landmarks.npy", np.asarray(landmarks, np.float64))
         record = {**meta, "version": BOXES_VERSION, "count": len(how), "methods": list(METHODS),
                   "detections": method_counts(how)}
         (staging / "meta.json").write_text(json.dumps(record, indent=2))
@@ -112,4 +121,4 @@ def save_boxes(folder: Path, squares: np.ndarray, how: list[str], meta: dict) ->
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return FaceBoxes(np.asarray(squares, np.float64), list(how), folder)
+    return FaceBoxes(np.asarray(squares, np.float64), list(how), folder, np.asarray(landmarks, np.float64))

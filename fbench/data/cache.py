@@ -1,11 +1,14 @@
 """The decoded-image cache: decode once, crop the face, resize to the model's input, store as uint8.
 
 A cache is a folder keyed by a hash of the dataset's contents (sample ids, labels, file sizes and times, or the
-pixel array), the crop policy and the target size. It holds ``images.npy`` (N x C x H x W uint8),
-``landmarks.npy`` (N x 6 x 2 float32, normalised to the cached image, NaN where unknown), ``samples.csv`` (id,
-label, pose) and ``meta.json`` (with ``detections``: how many crops each method made, see
-:data:`fbench.data.decode.METHODS`). It is written to a temporary folder and renamed into place when complete, so
-an interrupted build leaves nothing half-written; every later cell and run that asks for the same thing reuses it.
+pixel array), the crop policy, the landmark model (or its absence) and the target size. It holds ``images.npy``
+(N x C x H x W uint8), ``landmarks.npy`` (N x 6 x 4 float32: x, y normalised to the cached image, NaN where
+unknown, and the half-widths of their uncertainty along x and y, see :func:`fbench.data.placement.place_landmarks`),
+``samples.csv`` (id, label, pose, landmark_source: see :mod:`fbench.data.placement`) and ``meta.json`` (with
+``detections``: how many crops each method made, see :data:`fbench.data.decode.METHODS`; ``landmark_sources``:
+per pose, how many faces have model, recorded, calibrated or canonical landmarks). It is written to a temporary
+folder and renamed into place when complete, so an interrupted build leaves nothing half-written; every later cell
+and run that asks for the same thing reuses it.
 
 Building is fast: JPEGs decode at reduced size, faces are found on a small copy, the work runs in worker processes
 (threads for small sets), and Haar detections are kept apart from the target size (:mod:`fbench.data.boxes`), so
@@ -23,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -34,13 +37,16 @@ import torch
 from fbench.data.adapter import DatasetAdapter
 from fbench.data.boxes import FaceBoxes, boxes_folder, content_digest, load_boxes, method_counts, save_boxes
 from fbench.data.decode import BOX, FOUND, MISSING_BOX, WHOLE_IMAGE, Face, FaceJob, init_worker, prepare_face
-from fbench.data.faces import Square, landmarks_in_crop
+from fbench.data.faces import Square
 from fbench.data.images import UnreadableImageError
+from fbench.data.landmarker import available_model, missing_reason
+from fbench.data.placement import CANONICAL, RECORDED, place_landmarks, source_counts
 from fbench.data.table import BOX_COLUMNS, LANDMARK_COLUMNS, LANDMARKS, SampleTable
 from fbench.errors import FbenchError
 from fbench.registry import get_dataset
 
-CACHE_VERSION = 2  # 2: reduced-size decoding and detection, "detections" in meta.json
+CACHE_VERSION = 4  # 2: reduced-size decoding and detection, "detections" in meta.json; 3: landmark sources;
+# 4: landmark uncertainty (N x 6 x 4 landmarks)
 # Below this many images a build runs on threads: starting worker processes costs more than they save.
 PROCESS_MIN_IMAGES = 1000
 Crop = Literal["box", "haar", "none"]
@@ -52,13 +58,14 @@ class CachedImages:
 
     images: torch.Tensor  # N x C x H x W uint8
     labels: torch.Tensor  # N int64
-    landmarks: torch.Tensor  # N x 6 x 2 float32, NaN where unknown
+    landmarks: torch.Tensor  # N x 6 x 4 float32: x, y (NaN where unknown), uncertainty half-widths along x, y
     sample_ids: list[str]
     poses: list[str]
     key: str
     path: Path
     hit: bool
     meta: dict
+    landmark_sources: list[str] = field(default_factory=list)  # per row: see fbench.data.placement.SOURCES
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -66,7 +73,8 @@ class CachedImages:
     def to(self, device: torch.device | str) -> CachedImages:
         """The same cache with its tensors on ``device`` (done once per cell)."""
         return CachedImages(self.images.to(device), self.labels.to(device), self.landmarks.to(device),
-                            self.sample_ids, self.poses, self.key, self.path, self.hit, self.meta)
+                            self.sample_ids, self.poses, self.key, self.path, self.hit, self.meta,
+                            self.landmark_sources)
 
     def positions(self, sample_ids: list[str] | tuple[str, ...]) -> torch.Tensor:
         """Row positions of ``sample_ids`` (e.g. a split's train part) in this cache."""
@@ -97,10 +105,15 @@ def resolve_crop(table: SampleTable, crop: Crop | None) -> Crop:
     return chosen
 
 
+def landmark_model(crop: Crop) -> str | None:
+    """The landmark model a crop policy runs: the installed one for detected crops ("haar"), else None."""
+    return available_model() if crop == "haar" else None
+
+
 def cache_key(table: SampleTable, size: tuple[int, int, int], crop: Crop) -> str:
     """A hash of everything the cached arrays depend on."""
     header = {"version": CACHE_VERSION, "dataset": table.dataset, "root": str(Path(table.root).resolve()),
-              "size": list(size), "crop": crop, "rows": len(table)}
+              "size": list(size), "crop": crop, "rows": len(table), "landmark_model": landmark_model(crop)}
     return content_digest(table, header)
 
 
@@ -113,10 +126,11 @@ def _landmark_array(table: SampleTable) -> np.ndarray:
 def face_jobs(table: SampleTable, size: tuple[int, int, int], crop: Crop, boxes: FaceBoxes | None = None,
               rows: list[int] | None = None) -> list[FaceJob]:
     """What to make of each row (or of ``rows``) at ``size``: the recorded box (crop "box"), the whole image
-    ("none"), the cached detection (``boxes``, of every row) or a detection to run ("haar")."""
+    ("none"), the cached detection (``boxes``, of every row) or a detection to run ("haar", with the installed
+    landmark model)."""
     frame = table.frame if rows is None else table.frame.iloc[rows]
     if boxes is not None and rows is not None:
-        boxes = FaceBoxes(boxes.squares[rows], [boxes.how[r] for r in rows], boxes.folder)
+        boxes = FaceBoxes(boxes.squares[rows], [boxes.how[r] for r in rows], boxes.folder, boxes.landmarks[rows])
     root = Path(table.root)
     paths = [str(root / p) if p else "" for p in frame["path"].astype(str)]
     poses = frame["pose"].astype(str).tolist()
@@ -135,7 +149,8 @@ def face_jobs(table: SampleTable, size: tuple[int, int, int], crop: Crop, boxes:
     if boxes is not None:
         return [FaceJob(path, pose, size, (float(x0), float(y0), float(side)), how)
                 for path, pose, (x0, y0, side), how in zip(paths, poses, boxes.squares, boxes.how)]
-    return [FaceJob(path, pose, size) for path, pose in zip(paths, poses)]
+    model = landmark_model(crop)
+    return [FaceJob(path, pose, size, model=model) for path, pose in zip(paths, poses)]
 
 
 def detection_counts(table: SampleTable, crop: Crop | None = None, cache_dir: Path | None = None
@@ -144,15 +159,37 @@ def detection_counts(table: SampleTable, crop: Crop | None = None, cache_dir: Pa
     preparation (None when there was none yet); for "box" and "none", read off the table."""
     crop = resolve_crop(table, crop)
     if crop == "haar":
-        try:
-            boxes = load_boxes(boxes_folder(table, crop, cache_dir or default_cache_dir()), len(table))
-        except OSError:  # a file gone since the table was read: nothing to say about its crops
-            return None
+        boxes = _earlier_boxes(table, crop, cache_dir)
         return boxes.counts if boxes is not None else None
     if crop == "box":
         boxed = int(np.isfinite(table.frame[list(BOX_COLUMNS)].to_numpy(np.float64)).all(axis=1).sum())
         return method_counts([BOX] * boxed + [MISSING_BOX] * (len(table) - boxed))
     return method_counts([WHOLE_IMAGE] * len(table))
+
+
+def _earlier_boxes(table: SampleTable, crop: Crop, cache_dir: Path | None) -> FaceBoxes | None:
+    try:
+        return load_boxes(boxes_folder(table, crop, cache_dir or default_cache_dir(), landmark_model(crop)), len(table))
+    except OSError:  # a file gone since the table was read: nothing to say about its crops
+        return None
+
+
+def landmark_counts(table: SampleTable, crop: Crop | None = None, cache_dir: Path | None = None
+                    ) -> dict[str, dict[str, int]] | None:
+    """Where the landmarks of ``table`` come from, per pose (:func:`fbench.data.placement.source_counts`): for
+    crop "haar", from the detections of an earlier preparation (None when there was none yet); else read off
+    the table (recorded where it has landmarks, canonical elsewhere)."""
+    crop = resolve_crop(table, crop)
+    recorded = _landmark_array(table)
+    poses = table.frame["pose"].astype(str).tolist()
+    if crop != "haar":
+        return source_counts(poses, [RECORDED if np.isfinite(points).any() else CANONICAL for points in recorded])
+    boxes = _earlier_boxes(table, crop, cache_dir)
+    if boxes is None:
+        return None
+    return source_counts(poses, [place_landmarks(points, model, Square(*square), how, pose)[1] for
+                                 points, model, square, how, pose in
+                                 zip(recorded, boxes.landmarks, boxes.squares, boxes.how, poses)])
 
 
 def _reads_files(adapter: DatasetAdapter, table: SampleTable) -> bool:
@@ -175,16 +212,25 @@ def _prepare_row(adapter: DatasetAdapter, table: SampleTable, row: int, job: Fac
 
 def decode_rows(table: SampleTable, rows: list[int], size: tuple[int, int, int], crop: Crop | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A few rows decoded without caching (previews): N x C x H x W uint8 and N x 6 x 2 landmarks."""
+    """A few rows decoded without caching: N x C x H x W uint8 and N x 6 x 2 landmarks (their positions only)."""
+    images, landmarks, _ = decode_placed(table, rows, size, crop)
+    return images, landmarks[..., :2]
+
+
+def decode_placed(table: SampleTable, rows: list[int], size: tuple[int, int, int], crop: Crop | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """:func:`decode_rows` with the landmarks as a cache build places them (N x 6 x 4: with their uncertainty)
+    and each row's landmark source."""
     crop = resolve_crop(table, crop)
     adapter = get_dataset(table.dataset)
     landmarks = _landmark_array(table)
     fast = _reads_files(adapter, table)
     jobs = face_jobs(table, size, crop, rows=rows)
     faces = [_prepare_row(adapter, table, row, job, fast) for row, job in zip(rows, jobs)]
+    placed = [place_landmarks(landmarks[row], face.landmarks, Square(*face.square), face.how, job.pose)
+              for row, face, job in zip(rows, faces, jobs)]
     return (torch.from_numpy(np.stack([face.pixels for face in faces])),
-            torch.from_numpy(np.stack([landmarks_in_crop(landmarks[row], Square(*face.square))
-                                       for row, face in zip(rows, faces)])))
+            torch.from_numpy(np.stack([points for points, _ in placed])), [source for _, source in placed])
 
 
 def load_cache(path: Path) -> CachedImages:
@@ -201,6 +247,8 @@ def load_cache(path: Path) -> CachedImages:
         path=path,
         hit=True,
         meta=meta,
+        landmark_sources=(samples["landmark_source"].astype(str).tolist() if "landmark_source" in samples.columns
+                          else [CANONICAL] * len(samples)),
     )
 
 
@@ -295,7 +343,10 @@ def build_cache(table: SampleTable, size: tuple[int, int, int], crop: Crop | Non
     started = time.perf_counter()
     adapter = get_dataset(table.dataset)
     landmarks = _landmark_array(table)
-    boxes_place = boxes_folder(table, crop, root) if crop == "haar" else None
+    model = landmark_model(crop)
+    if crop == "haar" and model is None:
+        note(f"no landmark model ({missing_reason()}); faces get calibrated per-pose landmark positions")
+    boxes_place = boxes_folder(table, crop, root, model) if crop == "haar" else None
     boxes = load_boxes(boxes_place, len(table)) if boxes_place is not None else None
     reused = boxes is not None
     jobs = face_jobs(table, size, crop, boxes)
@@ -304,9 +355,12 @@ def build_cache(table: SampleTable, size: tuple[int, int, int], crop: Crop | Non
     try:
         images = np.lib.format.open_memmap(staging / "images.npy", mode="w+", dtype=np.uint8,
                                            shape=(len(table), channels, height, width))
-        cropped_landmarks = np.full_like(landmarks, np.nan)
+        cropped_landmarks = np.zeros((len(table), len(LANDMARKS), 4), np.float32)
         squares = np.zeros((len(table), 3), np.float64)
         how: list[str] = [""] * len(table)
+        model_points = boxes.landmarks.copy() if boxes is not None else np.full(landmarks.shape, np.nan)
+        sources: list[str] = [""] * len(table)
+        poses = table.frame["pose"].astype(str).tolist()
 
         def fill(use_processes: bool | None) -> None:
             if progress is not None:
@@ -315,7 +369,10 @@ def build_cache(table: SampleTable, size: tuple[int, int, int], crop: Crop | Non
             for row, face in enumerate(faces):
                 images[row] = face.pixels
                 squares[row] = face.square
-                cropped_landmarks[row] = landmarks_in_crop(landmarks[row], Square(*face.square))
+                if face.landmarks is not None:
+                    model_points[row] = face.landmarks
+                cropped_landmarks[row], sources[row] = place_landmarks(
+                    landmarks[row], model_points[row], Square(*face.square), face.how, poses[row])
                 how[row] = face.how
                 if progress is not None:
                     progress(row + 1, len(table))
@@ -327,10 +384,12 @@ def build_cache(table: SampleTable, size: tuple[int, int, int], crop: Crop | Non
             fill(False)
         images.flush()
         if boxes_place is not None and boxes is None:
-            boxes = save_boxes(boxes_place, squares, how, {"dataset": table.dataset, "root": str(table.root),
-                                                           "crop": crop})
+            boxes = save_boxes(boxes_place, squares, how, model_points,
+                               {"dataset": table.dataset, "root": str(table.root), "crop": crop,
+                                "landmark_model": model})
         np.save(staging / "landmarks.npy", cropped_landmarks)
-        table.frame[["sample_id", "label", "pose"]].to_csv(staging / "samples.csv", index=False)
+        samples = table.frame[["sample_id", "label", "pose"]].assign(landmark_source=sources)
+        samples.to_csv(staging / "samples.csv", index=False)
         found = sum(h in FOUND for h in how)
         seconds = time.perf_counter() - started
         meta = {"key": key, "version": CACHE_VERSION, "dataset": table.dataset, "root": str(table.root),
@@ -338,6 +397,7 @@ def build_cache(table: SampleTable, size: tuple[int, int, int], crop: Crop | Non
                 "faces_found": found, "fallback_crops": len(table) - found, "detections": method_counts(how),
                 "boxes": str(boxes.folder) if boxes is not None else None,
                 "boxes_reused": reused,
+                "landmark_model": model, "landmark_sources": source_counts(poses, sources),
                 "build_seconds": round(seconds, 3)}
         (staging / "meta.json").write_text(json.dumps(meta, indent=2))
         try:

@@ -1,6 +1,8 @@
 """One image made ready for the decode cache, fast: decoded at the smallest size that still serves (JPEG's own
-1/2, 1/4, 1/8 scaling), the face found on a small copy (:func:`fbench.data.faces.locate_face`), the square crop
-kept in full-image pixels and cut from the reduced image, then resized to the model's input.
+1/2, 1/4, 1/8 scaling), the face found on a small copy (by the landmark model of :mod:`fbench.data.landmarker`
+where it is installed and the pose is not a full profile, else or when it finds none by
+:func:`fbench.data.faces.locate_face`), the square crop kept in full-image pixels and cut from the reduced image,
+then resized to the model's input.
 
 Plain data in and out (:class:`FaceJob` -> :class:`Face`), so that it runs in worker processes (spawn) as well
 as in threads. How each crop was made is one of ``METHODS``.
@@ -29,13 +31,18 @@ from fbench.data.faces import (
     to_channels,
 )
 from fbench.data.images import read_image_reduced
+from fbench.data.landmarker import MODEL_SHORT_SIDE, find_landmarks
 
 BOX, MISSING_BOX, WHOLE_IMAGE = "box", "missing box", "whole image"
-# How a crop was made: by the frontal or the profile detector, the fixed per-pose fall-back, the dataset's recorded
-# box, the whole image where that box is missing, or the whole image by policy (aligned sets).
-METHODS = (FRONTAL, PROFILE, FALLBACK, BOX, MISSING_BOX, WHOLE_IMAGE)
-FOUND = (FRONTAL, PROFILE, BOX, WHOLE_IMAGE)  # the crops that count as "face found"
-DETECTED = (FRONTAL, PROFILE, FALLBACK)
+DLIB = "dlib"
+# How a crop was made: around the landmark model's 68 points (dlib), by the frontal or the profile Haar detector,
+# the fixed per-pose fall-back, the dataset's recorded box, the whole image where that box is missing, or the whole
+# image by policy (aligned sets).
+METHODS = (DLIB, FRONTAL, PROFILE, FALLBACK, BOX, MISSING_BOX, WHOLE_IMAGE)
+FOUND = (DLIB, FRONTAL, PROFILE, BOX, WHOLE_IMAGE)  # the crops that count as "face found"
+DETECTED = (FRONTAL, PROFILE, FALLBACK)  # the Haar detector's methods (always named in counts, even at 0)
+# The poses the landmark model is tried on: it finds no face in a full profile (KDEF: 0 %), so those skip it.
+MODEL_POSES = ("", "S", "HL", "HR")
 REDUCTIONS = (8, 4, 2, 1)
 CROP_OVERSAMPLING = 2
 
@@ -44,22 +51,26 @@ CROP_OVERSAMPLING = 2
 class FaceJob:
     """What to make of one image. ``square`` (x0, y0, side in full-image pixels) with ``how`` is a crop known
     already (a recorded box, or a detection cached earlier); without a square, ``how`` = ``WHOLE_IMAGE`` or
-    ``MISSING_BOX`` takes the whole image and ``how`` = "" runs the detectors."""
+    ``MISSING_BOX`` takes the whole image and ``how`` = "" runs the detectors: the landmark model named by
+    ``model`` first (None: Haar only)."""
 
     path: str
     pose: str
     size: tuple[int, int, int]  # channels, height, width
     square: tuple[float, float, float] | None = None
     how: str = ""
+    model: str | None = None
 
 
 @dataclass(frozen=True)
 class Face:
-    """A prepared image: C x H x W uint8 pixels, the crop in full-image pixels, and how the crop was made."""
+    """A prepared image: C x H x W uint8 pixels, the crop in full-image pixels, how the crop was made, and the
+    landmark model's six points (6 x 2 full-image pixels) where it found the face just now (else None)."""
 
     pixels: np.ndarray
     square: tuple[float, float, float]
     how: str
+    landmarks: np.ndarray | None = None
 
 
 def reduction_for(side: float, target: int) -> int:
@@ -83,12 +94,13 @@ def prepare_face(job: FaceJob, image: np.ndarray | None = None) -> Face:
     gray = channels == 1
     known = Square(*job.square) if job.square is not None else None
     detect = known is None and job.how not in (WHOLE_IMAGE, MISSING_BOX)
+    use_model = detect and job.model is not None and job.pose in MODEL_POSES
 
     def needed(full_height: int, full_width: int) -> int:
         if known is not None:
             return crop_reduction(known.side, target)
         if detect:
-            return reduction_for(min(full_height, full_width), DETECT_SHORT_SIDE)
+            return reduction_for(min(full_height, full_width), MODEL_SHORT_SIDE if use_model else DETECT_SHORT_SIDE)
         return crop_reduction(max(full_height, full_width), target)
 
     if image is None:
@@ -96,11 +108,16 @@ def prepare_face(job: FaceJob, image: np.ndarray | None = None) -> Face:
     else:
         pixels, full = image, (int(image.shape[0]), int(image.shape[1]))
     how = job.how
+    landmarks = None
     if known is not None:
         square = known
     elif detect:
         luma = pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
-        square, how = locate_face(luma, job.pose, full)
+        found = find_landmarks(luma, full) if use_model else None
+        if found is not None:
+            (square, landmarks), how = found, DLIB
+        else:
+            square, how = locate_face(luma, job.pose, full)
     else:
         square = Square.whole(*full)
     scale = pixels.shape[1] / full[1]
@@ -110,7 +127,7 @@ def prepare_face(job: FaceJob, image: np.ndarray | None = None) -> Face:
     scale_y = pixels.shape[0] / full[0]
     reduced = Square(square.x0 * scale, square.y0 * scale_y, square.side * scale)
     face = resize(to_channels(crop_square(pixels, reduced), channels), height, width)
-    return Face(face.transpose(2, 0, 1), (square.x0, square.y0, square.side), how)
+    return Face(face.transpose(2, 0, 1), (square.x0, square.y0, square.side), how, landmarks)
 
 
 def init_worker() -> None:

@@ -1,12 +1,13 @@
-"""What a sample table holds, for `fbench data info` and for logs (with how its face crops are made), and the
-image files it left out."""
+"""What a sample table holds, for `fbench data info` and for logs (with how its face crops are made and where its
+landmarks come from), and the image files it left out."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fbench.data.cache import detection_counts, resolve_crop
+from fbench.data.cache import detection_counts, landmark_counts, landmark_model, resolve_crop
 from fbench.data.images import IMAGE_PROBLEMS
+from fbench.data.landmarker import missing_reason
 from fbench.data.table import SampleTable
 
 
@@ -47,8 +48,15 @@ def summarize(table: SampleTable) -> dict[str, Any]:
     # How the face crops are made (detections: None until `fbench data prepare` or a run has detected them).
     summary["crop"] = resolve_crop(table, None)
     summary["detections"] = detection_counts(table, summary["crop"])
+    # Where the landmarks come from, per pose (None for detected crops until a preparation has placed them), and
+    # the landmark model that detected crops use (or, without it, what is missing).
+    summary["landmark_sources"] = landmark_counts(table, summary["crop"])
+    summary["landmark_model"] = landmark_model(summary["crop"])
+    summary["landmark_model_missing"] = missing_reason() if summary["crop"] == "haar" else None
     if "session" in frame.columns:
         summary["sessions"] = sorted(str(s) for s in frame["session"].unique() if s)
     if table.meta.get("synthetic_info"):
         summary["synthetic_info"] = table.meta["synthetic_info"]
+    if table.meta.get("notes"):  # what the adapter left out or assumed (e.g. CK+ sequences without a label)
+        summary["notes"] = [str(note) for note in table.meta["notes"]]
     return summary

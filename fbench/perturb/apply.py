@@ -39,8 +39,9 @@ def apply_condition(condition: str, images: torch.Tensor, landmarks: torch.Tenso
                     sample_ids: Sequence[str], seed: int, poses: Sequence[str] | None = None) -> torch.Tensor:
     """Apply ``condition`` to ``images`` (N x C x H x W float in [0, 1]) on their device.
 
-    ``landmarks`` (N x 6 x 2 normalised, NaN where unknown, or None) are filled per pose; each sample's draws
-    depend only on (sample id, condition without severity, seed)."""
+    ``landmarks`` (N x 6 x 2 normalised, NaN where unknown, or None; or N x 6 x 4 with each point's uncertainty,
+    as cached) are filled per pose; each sample's draws depend only on (sample id, condition without severity,
+    seed)."""
     perturbation, params, key_text = resolve_condition(condition)
     n = images.shape[0]
     if len(sample_ids) != n:

@@ -5,7 +5,9 @@ deterministic per (sample, condition, seed): each sample's random draws come fro
 ``fbench.perturb.keys``), never from a global generator, so the result does not depend on batch composition,
 order or device. Landmarks (N x 6 x 2, ``fbench.data.table.LANDMARKS`` order, x and y normalised to [0, 1] in
 the cached image; NaN where unknown) place face-aware occluders and masks; where they are unknown, canonical
-positions for the sample's pose are used.
+positions for the sample's pose are used. Landmarks may also come as N x 6 x 4: x, y and the half-widths of their
+uncertainty along x and y (calibrated positions, ``fbench.data.placement``); occluders aimed at a point then reach
+past it by that much.
 """
 
 from __future__ import annotations
@@ -25,5 +27,6 @@ class Perturbation(ABC):
     @abstractmethod
     def apply(self, images: torch.Tensor, landmarks: torch.Tensor, keys: torch.Tensor, **params: Any
               ) -> torch.Tensor:
-        """Perturb ``images`` (N x C x H x W float in [0, 1]) given per-sample ``landmarks`` (N x 6 x 2) and
-        per-sample int64 ``keys`` (N,); returns a new tensor of the same shape, dtype and device."""
+        """Perturb ``images`` (N x C x H x W float in [0, 1]) given per-sample ``landmarks`` (N x 6 x 2, or
+        N x 6 x 4 with their uncertainty) and per-sample int64 ``keys`` (N,); returns a new tensor of the same
+        shape, dtype and device."""

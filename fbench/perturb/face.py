@@ -5,6 +5,11 @@ Frame coordinates (u, v) are in units of D (the eye-midpoint-to-chin distance, a
 of an upright face) and v down the face. The frame also carries an estimate of the head's yaw, so points of the
 3-D head model can be projected into it (``project``), and a face box (``face_box``): forehead to chin, cheek
 to cheek (nose tip to cheek for a profile).
+
+Landmarks may come with their uncertainty (N x 6 x 4: x, y and half-widths along x and y, as the decode cache
+stores calibrated positions, :mod:`fbench.data.placement`); the frame keeps it, turned into frame units
+(``spread``), so that occluders aimed at a point can reach wherever the point may be. Exact landmarks (N x 6 x 2,
+or zero half-widths) have no spread.
 """
 
 from __future__ import annotations
@@ -37,13 +42,17 @@ class FaceFrame:
     cos_yaw: torch.Tensor   # (N,)
     sin_yaw: torch.Tensor
     points: torch.Tensor    # (N, 6, 2) the landmarks in frame coordinates
+    spread: torch.Tensor    # (N, 6, 2) half-widths of their uncertainty along u and v (frame units; 0: exact)
     height: int
     width: int
 
     @classmethod
     def from_landmarks(cls, landmarks: torch.Tensor, height: int, width: int) -> FaceFrame:
-        """Fit the frame to (N, 6, 2) normalised landmarks (no NaN) of (height x width) images."""
+        """Fit the frame to (N, 6, 2) normalised landmarks (no NaN) of (height x width) images, or (N, 6, 4) with
+        their uncertainty (half-widths along x and y, normalised), which becomes ``spread``."""
         lm = landmarks.to(torch.float32)
+        half = lm[..., 2:] if lm.shape[-1] == 4 else torch.zeros_like(lm)
+        lm = lm[..., :2]
         px = lm[..., 0] * width
         py = lm[..., 1] * height
         (elx, erx, nx, mlx, mrx, cx), (ely, ery, ny, mly, mry, cy) = px.unbind(1), py.unbind(1)
@@ -83,7 +92,12 @@ class FaceFrame:
         qx, qy = px - ex[:, None], py - ey[:, None]
         pu = (qx * rx[:, None] + qy * ry[:, None]) / scale[:, None]
         pv = (qy * rx[:, None] - qx * ry[:, None]) / scale[:, None]
-        return cls(ex, ey, rx, ry, scale, cos_yaw, sin_yaw, torch.stack([pu, pv], dim=-1), height, width)
+        # The uncertainty box (half-widths along the image axes, in pixels) seen along u and v.
+        hx, hy = half[..., 0] * width, half[..., 1] * height
+        su = (hx * rx[:, None].abs() + hy * ry[:, None].abs()) / scale[:, None]
+        sv = (hx * ry[:, None].abs() + hy * rx[:, None].abs()) / scale[:, None]
+        return cls(ex, ey, rx, ry, scale, cos_yaw, sin_yaw, torch.stack([pu, pv], dim=-1),
+                   torch.stack([su, sv], dim=-1), height, width)
 
     @property
     def count(self) -> int:

@@ -77,6 +77,10 @@ def fill_missing(landmarks: torch.Tensor | None, poses: Sequence[str] | None = N
                  ) -> torch.Tensor:
     """Replace unknown (NaN) landmarks by canonical ones.
 
+    ``landmarks`` may carry the uncertainty of each point (N x 6 x 4: x, y, then half-widths along x and y, as
+    the decode cache stores them); it is kept as it is (non-finite or negative half-widths as 0) and the result
+    has the same width.
+
     A sample with no known point gets the canonical landmarks of its pose (frontal without a pose). A sample
     with some known points gets the canonical template fitted to them (a similarity transform for two or more
     known points, a shift for one), so filled points stay consistent with the known ones. ``landmarks`` is
@@ -85,10 +89,14 @@ def fill_missing(landmarks: torch.Tensor | None, poses: Sequence[str] | None = N
         n = count if count is not None else (len(poses) if poses is not None else 0)
         return canonical_landmarks(poses, n)
     landmarks = torch.as_tensor(landmarks)
-    if landmarks.dim() != 3 or landmarks.shape[1:] != (len(LANDMARKS), 2):
-        raise FbenchError(f"landmarks must be N x {len(LANDMARKS)} x 2 ({', '.join(LANDMARKS)}; x, y in [0, 1]), "
-                          f"got shape {tuple(landmarks.shape)}")
+    if landmarks.dim() != 3 or landmarks.shape[1] != len(LANDMARKS) or landmarks.shape[2] not in (2, 4):
+        raise FbenchError(f"landmarks must be N x {len(LANDMARKS)} x 2 ({', '.join(LANDMARKS)}; x, y in [0, 1]) or "
+                          f"N x {len(LANDMARKS)} x 4 (x, y and their uncertainty), got shape "
+                          f"{tuple(landmarks.shape)}")
     dtype = landmarks.dtype if landmarks.is_floating_point() else torch.float32
+    if landmarks.shape[2] == 4:
+        spread = torch.nan_to_num(landmarks[..., 2:].to(dtype), nan=0.0, posinf=0.0, neginf=0.0).clamp(min=0.0)
+        return torch.cat([fill_missing(landmarks[..., :2], poses), spread], dim=-1)
     lm = landmarks.to(dtype)
     template = canonical_landmarks(poses, lm.shape[0], lm.device).to(dtype)
     known = torch.isfinite(lm[..., 0]) & torch.isfinite(lm[..., 1])  # (N, 6)

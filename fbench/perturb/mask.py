@@ -7,6 +7,11 @@ projected with the sample's estimated yaw and its visible extent (nearest to far
 outline polygon, so a turned face shows the near side and the nose ridge, and a profile only the visible
 half. The frame follows the eye line (roll) and the landmark scale.
 
+The model is fitted to six landmarks, and a real face is not the model: where the measured nose tip, mouth corners
+or chin lie past the projected outline, it widens around them, and the bottom edge stays below the measured chin,
+so that the mask covers the face's own points, not only the model's; where those points are uncertain (calibrated
+positions, see ``fbench.perturb.face``), it reaches past them by their spread as well.
+
 ``severity`` 1 covers nose bridge to chin; lower severity slides the top edge down (0.5 leaves the nose out,
 0 is no mask). Shading follows the surface normal; kinds add their details: surgical pleats and ear loops,
 cloth prints and weave, an N95 cup with a valve and head straps, a KN95 fold seam and welded edges.
@@ -50,6 +55,10 @@ SURFACE_Z, SURFACE_CURVE = 0.46, 1.2    # the mask surface: Z = SURFACE_Z - SURF
 TENT = 0.20                             # how far the mask stands off the face at the nose tip
 EAR = (0.93, 0.30, -0.55)               # ear position (|X|, Y, Z) where the loops end
 ROWS, SAMPLES = 18, 25
+CHIN_WRAP = 0.12    # the bottom edge reaches at least this far below the measured chin (model units)
+COVERED = (2, 3, 4, 5)  # the landmarks the mask covers (nose tip, mouth corners, chin) ...
+POINT_PAD = 0.07    # ... reaching at least this far past each of them, on either side,
+POINT_REACH = 0.18  # ... in the rows within this distance of it, tapering to nothing
 _MASK, _COLOUR, _PATTERN = 201, 202, 203
 
 PALETTES: dict[str, tuple[tuple[float, tuple[float, float, float]], ...]] = {
@@ -94,7 +103,8 @@ class _Geometry:
         self.frame, self.kind, self.shape = frame, kind, shape
         device = frame.scale.device
         self.width = shape["width"] * (0.94 + 0.12 * r[:, 0])
-        self.bottom = shape["bottom"] + 0.04 * (r[:, 1] - 0.4)
+        chin = frame.points[:, 5, 1] + frame.spread[:, 5, 1]
+        self.bottom = torch.maximum(shape["bottom"] + 0.04 * (r[:, 1] - 0.4), chin + CHIN_WRAP)
         bridge = BRIDGE_V + 0.04 * (r[:, 2] - 0.5)
         self.top = self.bottom - severity * (self.bottom - bridge)
         self.a, self.b = shape["a"], shape["b"]
@@ -111,6 +121,14 @@ class _Geometry:
         vs = rows_v[:, :, None].expand_as(xs)
         us, _ = frame.project(xs, vs, _surface_z(xs, vs))
         left, right = us.amin(dim=2), us.amax(dim=2)                                   # (N, K)
+        # Around the measured points (in the rows the mask covers at this severity): at least POINT_PAD past them,
+        # and past their spread (uncertain points: anywhere within it).
+        for point in COVERED:
+            pu, pv = frame.points[:, point, 0, None], frame.points[:, point, 1, None]
+            su, sv = frame.spread[:, point, 0, None], frame.spread[:, point, 1, None]
+            near = torch.clamp(1.0 - torch.clamp((rows_v - pv).abs() - sv, min=0.0) / POINT_REACH, 0.0, 1.0)
+            left = left + near * torch.clamp(pu - su - POINT_PAD - left, max=0.0)
+            right = right + near * torch.clamp(pu + su + POINT_PAD - right, min=0.0)
         outline_u = torch.cat([left, right.flip(1)], dim=1)
         outline_v = torch.cat([rows_v, rows_v.flip(1)], dim=1)
         self.outline = torch.stack([outline_u, outline_v], dim=-1)                     # (N, 2K, 2)

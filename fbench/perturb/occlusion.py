@@ -2,7 +2,10 @@
 
 ``severity`` is the fraction of the face box (``FaceFrame.face_box``: forehead to chin, cheek to cheek) that
 the occluder covers for ``rectangle``, ``texture`` and ``hand``; for ``eye_band`` and ``mouth_band`` it scales
-the band's height (1: 0.7 of the eye-to-chin distance). Severity 0 leaves the images unchanged. Every random
+the band's height (1: 0.7 of the eye-to-chin distance). A band placed by uncertain landmarks (calibrated positions,
+see ``fbench.perturb.face``) is padded by their spread on every side, so that it covers the points wherever they
+may be: severity keeps its meaning (the band's nominal height) and the padding comes on top. Severity 0 leaves the
+images unchanged. Every random
 choice (position, colour, texture, hand pose) comes from the sample's key.
 """
 
@@ -88,14 +91,17 @@ def _rectangles(frame: FaceFrame, keys: torch.Tensor, severity: float) -> list[L
 
 
 def _band(frame: FaceFrame, keys: torch.Tensor, severity: float, points: tuple[int, int]) -> list[Layer]:
-    """A bar across the face through two landmarks (the eyes or the mouth corners), along the eye line."""
+    """A bar across the face through two landmarks (the eyes or the mouth corners), along the eye line, padded by
+    their spread."""
     u, v = frame.grid()
     u0, u1, _v0, _v1 = frame.face_box()
     r = uniform(keys, _BAND, 4)
     pv = frame.points[..., 1]
     centre_v = (pv[:, points[0]] + pv[:, points[1]]) * 0.5
-    half_height = torch.full_like(centre_v, BAND_HALF_HEIGHT * severity)
-    sdf = sdf_box(u, v, col((u0 + u1) * 0.5), col(centre_v), col((u1 - u0) * 0.5 + 0.08), col(half_height))
+    spread = torch.maximum(frame.spread[:, points[0]], frame.spread[:, points[1]])  # (N, 2)
+    half_height = BAND_HALF_HEIGHT * severity + spread[:, 1]
+    half_width = (u1 - u0) * 0.5 + 0.08 + spread[:, 0]
+    sdf = sdf_box(u, v, col((u0 + u1) * 0.5), col(centre_v), col(half_width), col(half_height))
     alpha = coverage(sdf * col(frame.scale))
     colour = torch.where(r[:, :1] < 0.7, (0.02 + 0.06 * r[:, 1:2]).expand(-1, 3),
                          _flat_colour(r[:, 1] * 0.7 + 0.3, r[:, 1], r[:, 2], r[:, 3]))

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from fbench.data.files import write_atomic
+from fbench.data.placement import FALLBACK_SOURCES, fallback_share, sources_text
 from fbench.errors import FbenchError
 from fbench.report.plots import DPI, PLOT_FILES, PLOT_TITLES, PLOTS
 from fbench.report.tables import (
@@ -38,6 +39,7 @@ from fbench.report.tables import (
     per_pose_table,
     significance_marks,
 )
+from fbench.suite.conditions import is_perturbation
 from fbench.suite.schema import LEAKY_LABEL
 
 if TYPE_CHECKING:
@@ -97,6 +99,9 @@ def _blocks(data: ReportData, images: Sequence[str], plot_errors: Mapping[str, s
         facts.append("Face crops: " + ", ".join(f"{how} {n:,}" for how, n in data.face_crops.items())
                      + (" (Haar detection on a reduced copy; fallback = the fixed per-pose box)"
                         if "fallback" in data.face_crops or "frontal" in data.face_crops else ""))
+    if data.landmark_sources:
+        facts.append("Landmarks by pose (model: dlib's 68 points; calibrated: per-pose positions for the crop; "
+                     f"recorded: the dataset's; canonical: the head model's): {sources_text(data.landmark_sources)}")
     blocks.append(("p", ". ".join(facts) + "."))
 
     blocks.append(("h", 2, "Budget"))
@@ -127,6 +132,13 @@ def _blocks(data: ReportData, images: Sequence[str], plot_errors: Mapping[str, s
                          "points, paired on the same samples; -11.1 is a drop of 11.1).")
         if "MACs" in table.columns:
             notes.append("MACs are multiply-accumulates per image.")
+        placed = [c for c in dict.fromkeys(data.conditions.get("condition", pd.Series(dtype=str)).astype(str))
+                  if is_perturbation(c)]
+        share = fallback_share(data.landmark_sources)
+        if placed and share > 0.5:
+            notes.append(f"Landmark fallbacks: {share:.0%} of the faces have {' or '.join(FALLBACK_SOURCES)} "
+                         "landmarks, not ones found on the face, so " + ", ".join(placed) + " place their "
+                         "occluders by pose and crop, not by each face.")
         if data.incomplete:
             marked = ", ".join(f"{label} ({cells})" for label, cells in data.incomplete.items())
             notes.append(f"Incomplete: {marked}; their means rest on fewer runs than the others'. "

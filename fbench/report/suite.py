@@ -18,6 +18,7 @@ from fbench.data.files import write_atomic
 from fbench.data.summary import bad_files_text
 from fbench.profile import count_macs, count_parameters
 from fbench.registry import get_architecture
+from fbench.report.cross import CrossReportData, dataset_lines, pair_report_paths, write_cross_report
 from fbench.report.document import report_folder, write_report
 from fbench.report.formats import write_leaderboard_files
 from fbench.report.tables import ReportData
@@ -82,6 +83,8 @@ def write_suite_report(run: Any, device: str) -> dict[str, Path]:
         paths = write_report(target, data)
         if view == "main" or not written:
             written = paths
+    if getattr(run, "cross", None) is not None:  # the matrix at the top; each pair's report under views/
+        written = write_cross_report(folder, cross_report_data(run, device, [view for view, _ in views]))
     folder.mkdir(parents=True, exist_ok=True)
     written = {**written, **write_leaderboard_files(folder, views)}
     if getattr(run, "skipped_files", None):
@@ -105,6 +108,33 @@ def suite_report_data(run: Any, device: str) -> list[tuple[str, ReportData]]:
     boards = sorted(run.leaderboards, key=lambda board: board.view != "main")  # stable: extra views in order
     return [(board.view, _report_data(run, board, profiles, failures, counts, leaky.get(board.view), device))
             for board in boards]
+
+
+def cross_report_data(run: Any, device: str, views: list[str]) -> CrossReportData:
+    """The cross-dataset report of ``run`` (its matrix, datasets, budget, failures and provenance); ``views`` are
+    the pair reports written beside it."""
+    layout = run.cross_layout
+    failures = [{"state": gap.state, "cell": gap.name, "key": gap.key, "label": gap.label, "reason": gap.reason}
+                for gap in run.completeness.gaps]
+    synthetic = [name for name, choice in layout.choices.items() if choice.synthetic]
+    note = ""
+    if layout.fallback:
+        note = ("No location was given for the suite's real datasets; the matrix runs on two synthetic sets "
+                "rendered by fbench (the target with other identities and a hard side light).")
+    elif synthetic:
+        note = f"Synthetic: {', '.join(synthetic)}."
+    return CrossReportData(
+        suite=run.suite.name,
+        title=f"{run.suite.name}: trained on × tested on — {run.suite.description or 'cross-dataset matrix'}"
+              + (" (synthetic data)" if synthetic else ""),
+        matrix=run.cross, datasets=dataset_lines(layout.choices, layout.sizes), left_out=dict(layout.left_out),
+        synthetic=bool(synthetic), synthetic_note=note, budget=run.budget,
+        budget_cuts=budget_cuts(run.suite, run.budget) + [
+            f"budget-limited on this device: {entry.label} not trained on {entry.view} ({entry.limited})"
+            for entry in (run.plan.limited() if run.plan is not None else [])],
+        pair_reports=pair_report_paths(views), failures=failures,
+        provenance=_provenance(run, device),
+        per_pose=run.cross_poses if getattr(run, "cross_poses", None) is not None else pd.DataFrame())
 
 
 def plan_lines(plan: Plan | None, view: str) -> list[str]:
@@ -169,5 +199,6 @@ def _report_data(run: Any, board: Leaderboard, profiles: dict[str, dict[str, Any
         incomplete=board.incomplete,
         partial=board.partial,
         face_crops=dict(getattr(run, "face_crops", None) or {}),
+        landmark_sources=dict(getattr(run, "landmark_sources", None) or {}),
         budget_limited={e.label: e.limited for e in plan.limited(board.view)} if plan is not None else {},
     )

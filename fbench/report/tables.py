@@ -97,6 +97,8 @@ class ReportData:
             need): listed under the leaderboard, not ranked.
         face_crops: how the dataset's face crops were made, count by method (``frontal``, ``profile``,
             ``fallback`` for Haar detection; ``box``, ``missing box``; ``whole image``); empty when unknown.
+        landmark_sources: per pose, how many faces have landmarks from the landmark model, recorded ones, or
+            fallbacks (calibrated per-pose positions, canonical ones): ``{pose: {source: n}}``; empty when unknown.
     """
 
     suite: str
@@ -120,6 +122,7 @@ class ReportData:
     incomplete: dict[str, str] = field(default_factory=dict)
     partial: bool = False
     face_crops: dict[str, int] = field(default_factory=dict)
+    landmark_sources: dict[str, dict[str, int]] = field(default_factory=dict)
     budget_limited: dict[str, str] = field(default_factory=dict)
 
 

@@ -74,7 +74,8 @@ def test_box_crop_and_landmarks(tmp_path, png_adapter):
     cached = build_cache(table, (1, 20, 20), crop="box", cache_dir=tmp_path / "cache")
     face = cached.images[0, 0].float()
     assert face[10, 10] == 255 and face[0, 0] == 0  # box centred, margin around it
-    assert torch.allclose(cached.landmarks[0], torch.full((6, 2), 0.5))
+    assert torch.allclose(cached.landmarks[0, :, :2], torch.full((6, 2), 0.5))
+    assert torch.equal(cached.landmarks[0, :, 2:], torch.zeros(6, 2))  # recorded: exact, no uncertainty
 
 
 def test_crop_box_without_boxes_is_an_error(tmp_path, png_adapter):

@@ -34,6 +34,8 @@ def haar_kdef(tiny_kdef: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 def count_detections(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The poses Haar detection runs on (with the landmark model, dlib, left out: every row runs Haar)."""
+    monkeypatch.setattr("fbench.data.cache.available_model", lambda: None)
     calls: list[str] = []
     original = decode.locate_face
 
@@ -74,8 +76,8 @@ def test_detection_counts_in_meta_for_every_crop_policy(haar_kdef, tiny_kdef, tm
     assert detection_counts(table, cache_dir=tmp_path) is None  # nothing detected yet
     meta = build_cache(table, (1, 16, 16), cache_dir=tmp_path).meta
     counts = meta["detections"]
-    assert set(counts) <= {"frontal", "profile", "fallback"} and sum(counts.values()) == len(table)
-    assert meta["faces_found"] == counts.get("frontal", 0) + counts.get("profile", 0)
+    assert set(counts) <= {"dlib", "frontal", "profile", "fallback"} and sum(counts.values()) == len(table)
+    assert meta["faces_found"] == counts.get("dlib", 0) + counts.get("frontal", 0) + counts.get("profile", 0)
     assert meta["fallback_crops"] == counts.get("fallback", 0)
     assert detection_counts(table, cache_dir=tmp_path) == counts
     assert json.loads((Path(meta["boxes"]) / "meta.json").read_text())["detections"] == counts
@@ -177,7 +179,7 @@ def test_fbench_data_prepare(haar_kdef, tmp_path, capsys, monkeypatch):
     lines = text.splitlines()
     assert status == 0 and lines[0].startswith("prepared kdef at 1x16x16, crop haar: 14 images in")
     assert "images/s" in lines[0]
-    assert lines[1].startswith("face crops: frontal ") and "profile" in lines[1] and "fallback" in lines[1]
+    assert lines[1].startswith("face crops: ") and "frontal" in lines[1] and "fallback" in lines[1]
     assert lines[2].startswith("cache: ") and Path(lines[2].removeprefix("cache: ")).is_dir()
 
     status, text, _ = run(capsys, *argv)
