@@ -23,7 +23,7 @@ from torch import nn
 
 from fbench.contract import ArchitectureSpec, Recipe, compute_loss, start_training_epoch
 from fbench.data.transforms import BatchAugment, eval_transform
-from fbench.engine.checkpoint import load_state, save_state
+from fbench.engine.checkpoint import ResumeCheckpoint, fingerprint, load_state, save_state
 from fbench.engine.distributed import ParallelPlan, active_plan
 from fbench.engine.errors import NonFiniteLossError
 from fbench.engine.optim import build_optimizer, build_scheduler, group_lr, plateau_monitor, scheduler_step
@@ -35,6 +35,10 @@ from fbench.engine.tensors import EvalData, TrainData
 from fbench.errors import FbenchError
 
 EpochCallback = Callable[[dict[str, Any]], None]
+# The resume checkpoint holds about 3x the weights (Adam's moments): written after every epoch, ResNet-18's 134 MB
+# would cost more than a short GPU epoch. It is written after the first epoch, after every new best epoch (the
+# best-weights file goes with it) and otherwise once this many seconds have passed since the last write.
+RESUME_EVERY_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,13 @@ class TrainSettings:
       draws).
     - ``checkpoint_path``: where to keep the best epoch's state dict (written atomically on each improvement);
       ``on_epoch``: called with each epoch's history dict (log it, or raise to stop, e.g. Optuna pruning).
+    - ``resume_path``: where to keep the resume checkpoint (``fbench.engine.checkpoint.ResumeCheckpoint``),
+      written at the end of every epoch; when it holds one of the same configuration at the start, training
+      continues after its epoch and ends as an uninterrupted run would. The caller deletes it when done (it is
+      not used under a data-parallel plan). ``on_resume``: called with one line when training resumes, or
+      discards an unusable checkpoint there. ``resume_every_seconds``: between the first epoch and the last, an
+      epoch without a new best writes the checkpoint only when this long has passed since the last write (0:
+      every epoch), so a kill loses at most one epoch or this many seconds of training, whichever is longer.
     - ``parallel``: this process's share of a data-parallel cell (``fbench.engine.distributed``); default: the
       active plan under torchrun, else None (one process).
     """
@@ -72,6 +83,9 @@ class TrainSettings:
     checkpoint_path: str | os.PathLike[str] | None = None
     on_epoch: EpochCallback | None = None
     parallel: ParallelPlan | None = None
+    resume_path: str | os.PathLike[str] | None = None
+    on_resume: Callable[[str], None] | None = None
+    resume_every_seconds: float = RESUME_EVERY_SECONDS
 
 
 @dataclass
@@ -80,9 +94,10 @@ class TrainResult:
 
     ``history`` has one dict per epoch (``epoch`` counts from 1; ``val_loss``/``val_accuracy`` are None without
     a validation split; ``lr`` is the default group's rate during the epoch; ``seconds`` its wall time,
-    validation included). ``best_epoch`` is the epoch with the best ``monitor`` value on the validation split
-    (None without one); ``final_state`` says whether the model now holds the ``"last"`` weights or the
-    ``"best"`` (restored)."""
+    validation included; ``train_seconds`` the training batches alone, ``val_seconds`` the validation pass).
+    ``setup_seconds``: the work before the first epoch (moving the images, the offline expansion).
+    ``best_epoch`` is the epoch with the best ``monitor`` value on the validation split (None without one);
+    ``final_state`` says whether the model now holds the ``"last"`` weights or the ``"best"`` (restored)."""
 
     history: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int | None = None
@@ -91,10 +106,18 @@ class TrainResult:
     monitor: str | None = None
     best_value: float | None = None
     checkpoint_path: Path | None = None
+    setup_seconds: float = 0.0
 
     @property
     def epochs_run(self) -> int:
         return len(self.history)
+
+
+def _synchronized_seconds(device: torch.device, start: float) -> float:
+    """Seconds since ``start`` once the device has finished its queued work (one sync per epoch on CUDA)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
 
 
 def selection_monitor(recipe: Recipe) -> str:
@@ -147,6 +170,46 @@ def _needs_validation(recipe: Recipe) -> str | None:
     return None
 
 
+def _resume_checkpoint(settings: TrainSettings, epochs: int, device: torch.device, model: nn.Module,
+                       images: torch.Tensor, labels: torch.Tensor, val: EvalData | None, amp_on: bool, cl: bool,
+                       parallel: ParallelPlan | None, generators: dict[str, torch.Generator]
+                       ) -> ResumeCheckpoint | None:
+    """The training's resume checkpoint, keyed by everything its course depends on; None without a
+    ``resume_path`` or under a data-parallel plan (the ranks would have to agree on it)."""
+    if settings.resume_path is None or (parallel is not None and parallel.world_size > 1):
+        return None
+    key = fingerprint({
+        "recipe": settings.recipe, "spec": settings.spec, "seed": settings.seed, "epochs": epochs,
+        "device": device.type, "amp": amp_on, "channels_last": cl, "compile": settings.compile,
+        "eval_batch_size": settings.eval_batch_size, "train": list(images.shape),
+        "labels": torch.bincount(labels).tolist(), "val": len(val) if val is not None else None,
+        "model": [[name, list(value.shape)] for name, value in model.state_dict().items()]})
+    return ResumeCheckpoint(settings.resume_path, key, generators, device)
+
+
+def _resume(resume: ResumeCheckpoint, settings: TrainSettings, epochs: int, model: nn.Module,
+            optimizer: torch.optim.Optimizer, scheduler: Any, tracker: BestTracker, result: TrainResult,
+            checkpoint: Path | None, restore_best: bool) -> tuple[int, dict[str, torch.Tensor] | None]:
+    """Restore the state of the resume checkpoint, if usable: (the first epoch to run, the best weights held in
+    memory)."""
+    note = settings.on_resume or (lambda text: None)
+    resumed = resume.load(model, optimizer, scheduler, tracker, note)
+    if resumed is None:
+        return 1, None
+    result.history = resumed.history
+    best = resumed.best_state
+    if tracker.best_epoch == resumed.epoch:  # the best weights are the model's own (the best file may lag behind)
+        if checkpoint is not None:
+            save_state(model, checkpoint)
+        elif restore_best:
+            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    note(resumed.describe(epochs, tracker.should_stop))
+    if tracker.should_stop:
+        result.stopped_early = True
+        return epochs + 1, best
+    return resumed.epoch + 1, best
+
+
 def train_model(model: nn.Module, train: TrainData, val: EvalData | None, settings: TrainSettings) -> TrainResult:
     """Train ``model`` in place on ``train`` under ``recipe``; select and stop on ``val`` (never on test).
 
@@ -167,6 +230,7 @@ def train_model(model: nn.Module, train: TrainData, val: EvalData | None, settin
     if val is None and needs is not None:
         raise FbenchError(f"{needs} in the recipe monitors the validation split, but the cell has none; give the "
                           "split a validation part (carved from train) or turn it off in the recipe")
+    setup_start = time.perf_counter()
     torch.manual_seed(seed)
     parallel = settings.parallel if settings.parallel is not None else active_plan()
     amp_on = use_amp(settings.amp, device)
@@ -207,8 +271,16 @@ def train_model(model: nn.Module, train: TrainData, val: EvalData | None, settin
     lr = group_lr(optimizer)
     main = parallel is None or parallel.is_main  # the process that writes the checkpoint
     parallel_forward = parallel.loss_forward(model, criterion) if parallel is not None else None
+    resume = _resume_checkpoint(settings, epochs, device, model, images, labels, val, amp_on, cl, parallel,
+                                {"sampler": sampler_generator, "augment": augment_generator})
+    result.setup_seconds = _synchronized_seconds(device, setup_start)
+    first, resume_saved = 1, time.perf_counter()
+    if resume is not None:
+        first, best_in_memory = _resume(resume, settings, epochs, model, optimizer, scheduler.torch_scheduler,
+                                        tracker, result, checkpoint, restore_best)
+        lr = group_lr(optimizer)
 
-    for epoch in range(1, epochs + 1):
+    for epoch in range(first, epochs + 1):
         start = time.perf_counter()
         lr = group_lr(optimizer)
         model.train()
@@ -239,38 +311,53 @@ def train_model(model: nn.Module, train: TrainData, val: EvalData | None, settin
                 loss_sum += loss.detach().double() * targets.shape[0]
                 correct += (logits.detach().argmax(dim=1) == targets).sum()
 
+        train_seconds = _synchronized_seconds(device, start)
         sums = [loss_sum, correct.double()]
         if parallel is not None:  # the whole epoch's sums, and rank 0's BatchNorm statistics, on every rank
             sums = parallel.sum_over_ranks(sums)
             parallel.broadcast_buffers(model)
+        val_start = time.perf_counter()
         if val is not None:
             val_loss_sum, val_correct = evaluation_sums(model, val, spec, criterion,
                                                         batch_size=settings.eval_batch_size,
                                                         amp=amp_on, channels_last=cl)
             sums += [val_loss_sum, val_correct.double()]
         values = torch.stack(sums).tolist()  # the epoch's one host read
+        val_seconds = time.perf_counter() - val_start if val is not None else 0.0
         record: dict[str, Any] = {"epoch": epoch, "train_loss": values[0] / n, "train_accuracy": values[1] / n,
                                   "val_loss": None, "val_accuracy": None, "lr": lr}
+        improved = False
         if not math.isfinite(record["train_loss"]):
             raise _non_finite(f"training loss became {record['train_loss']}", epoch, lr)
         if val is not None:
             record["val_loss"], record["val_accuracy"] = values[2] / len(val), values[3] / len(val)
             if not math.isfinite(record["val_loss"]):
                 raise _non_finite(f"validation loss became {record['val_loss']}", epoch, lr)
-            if tracker.update(epoch, record[tracker.monitor]):
+            improved = tracker.update(epoch, record[tracker.monitor])
+            if improved:
                 if checkpoint is not None and main:
-                    save_state(model, checkpoint)
+                    if resume is None:  # else written after the resume checkpoint, from its copy
+                        save_state(model, checkpoint)
                 elif restore_best:
                     best_in_memory = {k: v.detach().clone() for k, v in model.state_dict().items()}
         scheduler_step(scheduler, record if val is not None else None)
         record["seconds"] = time.perf_counter() - start
         record["images_per_second"] = n / record["seconds"]  # training images over the epoch's wall time
+        record["train_seconds"], record["val_seconds"] = train_seconds, val_seconds
         result.history.append(record)
+        if resume is not None and (improved or epoch == first or
+                                   time.perf_counter() - resume_saved >= settings.resume_every_seconds):
+            resume.save(epoch, model, optimizer, scheduler.torch_scheduler, tracker, result.history,
+                        best_in_memory if tracker.best_epoch != epoch else None,
+                        checkpoint if improved and checkpoint is not None else None)
+            resume_saved = time.perf_counter()
         if settings.on_epoch is not None:
             settings.on_epoch(dict(record))
         if tracker.should_stop:
             result.stopped_early = True
             break
+    if resume is not None:
+        resume.flush()  # the last epoch's checkpoints are on disk (the best file is read back below)
 
     # The last optimiser step can break the weights after the last loss was measured.
     if trainable and not bool(torch.stack([p.detach().isfinite().all() for p in trainable]).all()):

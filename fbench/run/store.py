@@ -10,6 +10,9 @@
 | ``predictions.csv.gz`` | per-sample predictions for every condition: the source of truth for every metric |
 | ``metrics.json`` | metrics per condition, computed from the predictions |
 | ``checkpoint.pt`` | the best weights (by the validation monitor) |
+| ``resume.pt`` | while the cell trains: the state after its last finished epoch, so that a killed or preempted
+cell continues from there (``fbench.engine.checkpoint.ResumeCheckpoint``); deleted when the cell finishes and never
+checksummed |
 | ``result.json`` | written last: status (complete or failed), reason, timings, versions, hardware, and the size and
 SHA-256 of every other file |
 | ``lock.json`` | while a process runs the cell: its pid, host and start time (:class:`CellLock`) |
@@ -56,6 +59,7 @@ HISTORY = "history.json"
 PREDICTIONS = "predictions.csv.gz"
 METRICS = "metrics.json"
 CHECKPOINT = "checkpoint.pt"
+RESUME = "resume.pt"
 RESULT = "result.json"
 LOCK = "lock.json"
 
