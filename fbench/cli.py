@@ -284,6 +284,9 @@ def _data_parser(commands: argparse._SubParsersAction) -> None:
             action.add_argument("--columns", type=int, help="grid columns (default: one per pose)")
             action.add_argument("--size", type=int, default=128, help="tile side in pixels (default 128)")
             action.add_argument("--seed", type=int, default=0)
+            action.add_argument("--landmarks", action="store_true",
+                                help="draw the six landmarks the perturbation used (boxed by their uncertainty where "
+                                     "calibrated), and their source, on each face")
         else:
             action.add_argument("--input-size", type=int, required=True, metavar="N",
                                 help="side of the square model input, e.g. 64 or 224")
@@ -442,7 +445,7 @@ def run_data(args: argparse.Namespace) -> int:
     from fbench.data.preview import preview_grid
 
     out = preview_grid(table, args.out, condition=args.perturb, count=args.count, columns=args.columns,
-                       tile=args.size, seed=args.seed)
+                       tile=args.size, seed=args.seed, landmarks=args.landmarks)
     _console().print(f"wrote {out}")
     return 0
 
@@ -452,6 +455,7 @@ def _run_prepare(args: argparse.Namespace, table: Any) -> int:
 
     from fbench.data.boxes import detection_text
     from fbench.data.cache import build_cache
+    from fbench.data.placement import sources_text
 
     if args.input_size < 1 or (args.workers is not None and args.workers < 1):
         raise FbenchError("--input-size and --workers take a positive number, e.g. --input-size 64 --workers 2")
@@ -482,6 +486,9 @@ def _run_prepare(args: argparse.Namespace, table: Any) -> int:
         if meta.get("boxes") else ""
     print(f"face crops: {detection_text(counts) if counts else 'not recorded (built by an older fbench)'}{boxes}")
     print(f"cache: {cached.path}")
+    if meta.get("landmark_sources"):
+        model = meta.get("landmark_model") or ("none" if meta["crop"] == "haar" else "not used")
+        print(f"landmarks (model {model}): {sources_text(meta['landmark_sources'])}")
     return 0
 
 
@@ -522,10 +529,21 @@ def _print_summary(summary: dict[str, Any]) -> None:
                           ", ".join(f"{name} {n:,}" for name, n in summary[key].items()))
     if summary.get("sessions"):
         table.add_row("sessions", ", ".join(summary["sessions"]))
+    for note in summary.get("notes", []):
+        table.add_row("note", note)
     if summary.get("bad_files"):
         table.add_row(f"bad files ({len(summary['bad_files'])}, left out)",
                       "\n".join(f"{path}: {reason}" for path, reason in summary["bad_files"].items()))
-    table.add_row("landmarks", "yes" if summary["landmarks"] else "no (canonical positions are used)")
+    table.add_row("landmarks", "yes" if summary["landmarks"] else "no (placed by a model or calibrated positions)")
+    if summary.get("landmark_model") or summary.get("landmark_model_missing"):
+        table.add_row("landmark model", summary.get("landmark_model") or f"none: {summary['landmark_model_missing']}; "
+                      "calibrated per-pose positions are used")
+    if "landmark_sources" in summary:
+        from fbench.data.placement import sources_text
+
+        sources = summary["landmark_sources"]
+        table.add_row("landmark sources", sources_text(sources).replace("; ", "\n") if sources else
+                      f"not placed yet: fbench data prepare {summary['dataset']} --input-size N places them")
     if "crop" in summary:
         from fbench.data.boxes import detection_text
 
@@ -610,12 +628,13 @@ def run_stored(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from fbench.run.context import Progress, RunOptions, prepare
+    from fbench.run.context import Progress, RunOptions
+    from fbench.run.cross import prepare_suite
     from fbench.run.status import suite_status
 
     suite = _load_suite(args)
     notes: list[str] = []
-    prepared = prepare(suite, RunOptions(budget=args.budget, tracking=False), Progress(note=notes.append),
+    prepared = prepare_suite(suite, RunOptions(budget=args.budget, tracking=False), Progress(note=notes.append),
                        planning="stored")
     rows = suite_status(Path(suite.output), prepared.cells)
     if prepared.choice.synthetic:
@@ -633,7 +652,8 @@ def run_status(args: argparse.Namespace) -> int:
     colours = {"finished": "green", "failed": "bold red", "running": "cyan", "pending": "yellow"}
     for row in rows:
         detail = row.reason if row.state == "failed" else row.log
-        table.add_row(row.name, f"[{colours[row.state]}]{row.state}[/]", row.job_id or "-", detail or str(row.folder))
+        job = f"{row.job_id} ({row.scheduler})" if row.scheduler else row.job_id or "-"
+        table.add_row(row.name, f"[{colours[row.state]}]{row.state}[/]", job, detail or str(row.folder))
     console = _console()
     console.print(table)
     for row in rows:
@@ -738,7 +758,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as interrupt:
         if isinstance(interrupt, Terminated):
-            resume = "; finished cells are kept and the same command resumes" if args.command == "run" else ""
+            resume = ("; finished cells are kept and the same command resumes (the running cell from its last "
+                      "finished epoch)") if args.command == "run" else ""
             print(f"fbench: terminated (SIGTERM){resume}", file=sys.stderr)
             return EXIT_TERMINATED
         print("fbench: interrupted", file=sys.stderr)

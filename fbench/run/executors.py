@@ -17,6 +17,8 @@ a cluster runs.
 Each job rebuilds the suite's context and runs its cell into the cell's hashed folder on the shared filesystem
 (``fbench.run.jobs``). This process waits for the jobs (unless ``--no-wait``), then builds the leaderboard and
 the report from the folders, exactly as a local run does. Jobs are requeued when preempted or out of time.
+SLURM job states come from ``scontrol show job``, then ``sacct`` (:func:`slurm_states`), so that a cluster without
+accounting (no slurmdbd) works too: a job that ended without a result is seen as ended, not waited for.
 
 ``<output>/<suite>/jobs.json`` records the latest job of each cell (id, executor, log files, state); submitit's
 own files (pickles and logs) live in ``<output>/<suite>/jobs/``. ``fbench status`` reads both.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,7 +42,7 @@ from fbench.registry import Registry
 from fbench.run import store
 from fbench.run.cell import BUSY_POLL_SECONDS, CellBusy, CellOutcome, reused_outcome
 from fbench.run.cells import Cell
-from fbench.run.jobs import CellJob, CellRunner, JobSpec
+from fbench.run.jobs import CellJob, CellRunner, JobSpec, tail
 from fbench.suite.schema import control_character_problem
 
 OnDone = Callable[[CellOutcome], None]
@@ -213,11 +216,15 @@ class SubmititExecutor:
         executor = make_executor(self.kind, folder, resources, f"fbench-{suite_name}")
         job_callable = CellJob(JobSpec.from_runner(run_one, self.kind))
         note = context.progress.note
-        note(f"submitting {len(todo)} cells as {self.kind} jobs (at most {resources.max_parallel} at once); "
-             f"logs in {folder}; follow with `fbench status {run_one.suite.source or 'SUITE'}`")
         runs = _JobRuns(self, executor, job_callable, index, context, on_done, resources)
         if self.kind == "slurm":  # a cell whose job still runs (submitted by an earlier `fbench run`) is followed
             todo = [cell for cell in todo if not runs.attach(cell, folder)]
+            if runs.live:
+                note(f"following {len(runs.live)} cells whose SLURM jobs are still queued or running: "
+                     + ", ".join(str(job.job_id) for _, job in runs.live.values()))
+        if todo:
+            note(f"submitting {len(todo)} cells as {self.kind} jobs (at most {resources.max_parallel} at once); "
+                 f"logs in {folder}; follow with `fbench status {run_one.suite.source or 'SUITE'}`")
         try:
             if self.kind == "local-jobs":
                 outcomes += runs.windowed(todo, resources.max_parallel)
@@ -399,8 +406,9 @@ class _JobRuns:
 
     def _collect_done(self) -> list[Any]:
         finished = []
+        ended = ended_jobs(self.kind, [job for _, job in self.live.values()])
         for key, (cell, job) in list(self.live.items()):
-            if self.kind != "debug" and not job.done():
+            if str(job.job_id) not in ended:
                 continue
             del self.live[key]
             if self.slots is not None and key in self.slot_of:
@@ -415,9 +423,9 @@ class _JobRuns:
     def _outcome(self, cell: Any, job: Any) -> Any:
         folder = self.context.folder(cell)
         summary: dict[str, Any] = {}
-        error = None
+        error: BaseException | None = None
         try:
-            summary = job.result()
+            summary = job_result(self.kind, job)
         except Exception as failure:  # the job died: an error in the cell, the node, or the scheduler
             error = failure
         record = store.finished_result(folder)
@@ -442,6 +450,32 @@ class _JobRuns:
         if self.live and self.kind == "slurm":
             self.context.progress.note(f"{len(self.live)} SLURM jobs keep running; `fbench status` follows them "
                                        f"and `scancel` stops them")
+
+
+def ended_jobs(kind: str, jobs: list[Any]) -> set[str]:
+    """The ids of the submitit ``jobs`` (of executor ``kind``) that have ended. On SLURM: those that wrote their
+    result, and those :func:`slurm_states` finds ended without one (a setup line failed, the job was cancelled or
+    killed); submitit's own ``done()`` asks ``sacct`` only, which fails where accounting is off, so that such a
+    job would be waited for forever."""
+    if kind == "debug":
+        return {str(job.job_id) for job in jobs}
+    if kind != "slurm":
+        return {str(job.job_id) for job in jobs if job.done()}
+    ended = {str(job.job_id) for job in jobs if job.paths.result_pickle.exists()}
+    states = slurm_states([str(job.job_id) for job in jobs if str(job.job_id) not in ended])
+    return ended | {job_id for job_id, state in states.items() if state not in SLURM_LIVE_STATES}
+
+
+def job_result(kind: str, job: Any) -> Any:
+    """What an ended job returned (``job.result()``, which raises the job's error). A SLURM job that ended
+    without a result raises a RuntimeError naming SLURM's state and its log's last line (``job.result()`` would
+    wait for it forever where ``sacct`` does not work)."""
+    if kind == "slurm" and not job.paths.result_pickle.exists():
+        state = slurm_states([str(job.job_id)]).get(str(job.job_id), "ended")
+        log = tail(Path(job.paths.stderr), 5) or tail(Path(job.paths.stdout), 5)
+        raise RuntimeError(f"SLURM ended it as {state} before it wrote a result"
+                           + (f"; its log ends: {last_line(log)}" if log.strip() else ""))
+    return job.result()
 
 
 def last_line(text: str) -> str:
@@ -470,16 +504,68 @@ def job_alive(job: dict[str, Any]) -> bool | None:
         except PermissionError:
             return True
         return True
-    if job.get("executor") == "slurm" and shutil.which("sacct"):
-        try:
-            import submitit
-
-            folder = Path(job.get("stdout", ".")).parent
-            slurm_state = submitit.SlurmJob(folder, job_id).state
-        except Exception:
+    if job.get("executor") == "slurm":
+        slurm_state = slurm_states([job_id]).get(job_id)
+        if slurm_state is None:
             return None
-        if slurm_state in ("PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
-                           "SUSPENDED", "CONFIGURING", "UNKNOWN"):
+        if slurm_state in SLURM_LIVE_STATES:
             return True
         return False if slurm_state != "COMPLETED" else None
     return None
+
+
+SLURM_LIVE_STATES = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
+                               "SUSPENDED", "CONFIGURING", "COMPLETING", "STAGE_OUT", "SIGNALING", "STOPPED",
+                               "PREEMPTED"})
+
+
+def slurm_states(job_ids: list[str], timeout: float = 30.0) -> dict[str, str]:
+    """SLURM's state of each job (``"RUNNING"``, ``"PENDING"``, ``"FAILED"``, ...), by job id (``<array>_<task>``
+    for an array task): from ``scontrol show job``, which knows every job the controller still holds (queued,
+    running, or ended less than MinJobAge ago, whether or not the cluster keeps accounting), then from ``sacct``
+    for older ones. Jobs neither knows are left out. submitit asks ``sacct`` only, which fails where accounting
+    is off (no slurmdbd): its jobs would look alive forever."""
+    states: dict[str, str] = {}
+    for array in sorted({job_id.split("_")[0] for job_id in job_ids}):
+        text = _slurm_output(["scontrol", "show", "job", "-o", array], timeout)
+        for line in text.splitlines():
+            fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+            if "JobState" not in fields:
+                continue
+            array_id = fields.get("ArrayJobId", "")
+            tasks = array_tasks(fields.get("ArrayTaskId", "")) if array_id else []
+            for job_id in [f"{array_id}_{task}" for task in tasks] or [fields.get("JobId", "")]:
+                states[job_id] = fields["JobState"]
+    missing = [job_id for job_id in job_ids if job_id not in states]
+    if missing:
+        command = ["sacct", "--noheader", "--parsable2", "--allocations", "--format", "JobID,State"]
+        for job_id in missing:
+            command += ["--jobs", job_id]
+        for line in _slurm_output(command, timeout).splitlines():
+            job_id, _, state = line.partition("|")
+            if job_id in missing and state:
+                states[job_id] = state.split()[0]  # "CANCELLED by 0" -> CANCELLED
+    return {job_id: states[job_id] for job_id in job_ids if job_id in states}
+
+
+def array_tasks(text: str) -> list[int]:
+    """The task indices of an array record's ``ArrayTaskId`` (``3``, or ``0-4,7%2`` for tasks still pending
+    together)."""
+    tasks: list[int] = []
+    for part in text.split("%")[0].split(","):
+        first, _, last = part.partition("-")
+        if first.isdigit() and (not last or last.isdigit()):
+            tasks += range(int(first), int(last or first) + 1)
+    return tasks
+
+
+def _slurm_output(command: list[str], timeout: float) -> str:
+    """A SLURM query's standard output; '' when the tool is missing, fails (an unknown or forgotten job, no
+    accounting) or hangs."""
+    if shutil.which(command[0]) is None:
+        return ""
+    try:
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return completed.stdout if completed.returncode == 0 else ''

@@ -8,7 +8,8 @@ runs the cell. The cell writes its own hashed folder as it does
 locally, so resume, rescoring and the leaderboard read the same files wherever the cell ran.
 
 ``CellJob`` has a ``checkpoint`` method, so submitit requeues it when the job is preempted or reaches its time
-limit. The requeued job runs the cell again: a finished cell is reused, an unfinished one starts over.
+limit. The requeued job runs the cell again: a finished cell is reused, an unfinished one continues from its
+last finished epoch (the cell's resume checkpoint).
 
 A job whose cell another live process is running (it holds the cell's lock: a second ``fbench run`` of the suite)
 waits for it, then reuses its result, logged to MLflow by the process that ran it.
@@ -177,7 +178,8 @@ class CellJob:
         """Requeue the same cell (called by submitit on preemption or at the time limit)."""
         from submitit.helpers import DelayedSubmission
 
-        print("fbench: job preempted or out of time: requeued; the cell starts again", flush=True)
+        print("fbench: job preempted or out of time: requeued; the cell continues from its last finished epoch",
+              flush=True)
         return DelayedSubmission(type(self)(self.spec), *args, **kwargs)
 
 

@@ -34,6 +34,8 @@ from fbench.run.executors import (
     POLL_SECONDS,
     GpuSlots,
     Resources,
+    ended_jobs,
+    job_result,
     last_line,
     make_executor,
     resolve_resources,
@@ -332,8 +334,9 @@ class _WorkerRuns:
 
     def _collect(self) -> None:
         changed = False
+        ended = ended_jobs(self.kind, [job for job, _ in self.live.values()])
         for index, (job, slot) in list(self.live.items()):
-            if self.kind != "debug" and not job.done():
+            if str(job.job_id) not in ended:
                 continue
             del self.live[index]
             if slot is not None and self.slots is not None:
@@ -341,7 +344,7 @@ class _WorkerRuns:
             entry = self.jobs["workers"][str(index)]
             entry["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             try:
-                summary = job.result()
+                summary = job_result(self.kind, job)
             except Exception as error:  # the worker died: an error in it, the node, or the scheduler
                 reason = f"worker {index} (job {job.job_id}) failed: {last_line(str(error))} (log: {job.paths.stderr})"
                 entry.update(state="failed", reason=reason)
