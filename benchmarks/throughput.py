@@ -5,29 +5,38 @@ For each model and input size, on the same images, batch size and device, in one
 (a) engine      ``fbench.engine.train_model`` on ``TrainData``/``EvalData`` built as a suite cell builds them
                 (decoded uint8 tensors on the device, the architecture's recipe with its on-device BatchAugment,
                 ``compute_loss``), and ``fbench.engine.predict_logits`` on host uint8 images, as the runner calls
-                it. Recipes that monitor validation (LANMSFF) get a one-batch validation split, whose pass
-                counts in the engine's training time; the others train without one.
+                it. Its training rate is the epoch's batches as the engine times them (``train_seconds`` of its
+                history). Recipes that monitor validation (LANMSFF) get a one-batch validation split; that pass
+                and the once-per-cell offline expansion are work the other two do not do, reported apart
+                (``val_seconds``, ``setup_seconds``, and ``call_images_per_s`` for the whole call).
 (b) raw         pre-normalised float tensors already on the device; model, optimiser, loss; no augmentation.
 (c) dataloader  ``torchvision.datasets.ImageFolder`` over the same images written as JPEGs, PIL transforms in
                 the recipe's spirit, ``DataLoader(num_workers=W, pin_memory on CUDA)``; the time spent in
                 ``next(iterator)`` is the data-wait share.
 
 On CUDA all three use bf16 autocast and channels_last, as the engine does, so the ratios measure the data path.
-Each method is warmed up, then timed over a fixed number of steps with the device synchronised at both ends.
+Each method is warmed up, then timed over a fixed number of steps with the device synchronised at both ends;
+``--repeats`` rounds interleave the methods, each round in another order, and the median round is reported.
+On a CPU the default is ``--preset cpu``: every built-in architecture and three timm families at CPU sizes,
+three rounds, about 4 minutes on 2 cores.
 
     python benchmarks/throughput.py --device cuda --out benchmarks/results/throughput-h100.json
+    python benchmarks/throughput.py --device cpu --out benchmarks/results/throughput-cpu.json
+    python benchmarks/compare_throughput.py benchmarks/results/throughput-cpu.json new.json
     python benchmarks/throughput.py --quick --device cpu --models lanmsff --out /tmp/tp.json
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import math
+import multiprocessing
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,17 +51,29 @@ from torchvision.datasets import ImageFolder
 
 from fbench.contract import Architecture, ArchitectureSpec, Recipe, compute_loss
 from fbench.data.transforms import BatchAugment, eval_transform
-from fbench.engine import EvalData, TrainData, TrainSettings, predict_logits, train_model
+from fbench.engine import EvalData, TrainData, TrainResult, TrainSettings, predict_logits, train_model
 from fbench.engine.optim import build_optimizer
 from fbench.engine.runtime import batch_format, use_amp, use_channels_last
 from fbench.engine.sampling import class_balanced_weights, epoch_order, stream_generator
 from fbench.registry import get_architecture
 
 DEFAULT_MODELS = ("lanmsff@64", "timm/resnet18@112+224", "scan_cci@224")
+# --preset cpu (the default on a CPU): every built-in architecture and three timm families with different operator
+# mixes (plain convolutions, depthwise + squeeze-excitation, LayerNorm), each with the batch and timed steps that
+# keep one method's turn at a few seconds on 2 cores; the whole run takes about 4 minutes there.
+CPU_PRESET = {  # case -> (batch size or None for the recipe's, timed steps)
+    "lanmsff@64": (None, 6),
+    "scan_cci@224": (8, 2),
+    "timm/resnet18@64": (None, 6),
+    "timm/mobilenetv3_small_100@64": (None, 8),
+    "timm/convnext_atto@64": (None, 6),
+}
+CPU_PRESET_WARMUP, CPU_PRESET_REPEATS = 2, 3
 # --quick: small inputs where a model takes any size (scan_cci takes 224 only).
 QUICK_SIZES = {"lanmsff": 32, "timm/resnet18": 32}
 QUICK_MODELS = ("lanmsff", "timm/resnet18", "scan_cci")
 METHODS = ("engine", "raw", "dataloader")
+PRESETS = ("cpu", "gpu")
 
 
 # ------------------------------------------------------------------------------------------------ setup
@@ -62,6 +83,8 @@ METHODS = ("engine", "raw", "dataloader")
 class Case:
     model: str
     size: int
+    batch_size: int | None = None  # a preset's own batch size and timed steps, where --batch-size/--steps are
+    steps: int | None = None  # not given
 
     @property
     def label(self) -> str:
@@ -135,12 +158,13 @@ def make_setup(case: Case, args: argparse.Namespace, device: torch.device) -> Se
     architecture = get_architecture(case.model)
     spec = architecture.resolve_spec({}).with_input(image_size=case.size)
     recipe = architecture.spec.recipe
-    batch_size = args.batch_size or recipe.batch_size
-    n = args.steps * batch_size
+    batch_size = args.batch_size or case.batch_size or recipe.batch_size
+    steps = args.steps or case.steps or args.default_steps
+    n = steps * batch_size
     pixels, labels, source = _common.face_like_images(n, case.size, spec.channels, source=args.images,
                                                       pool=args.pool)
     return Setup(case, architecture, spec, recipe, _common.to_nchw(pixels), torch.from_numpy(labels), batch_size,
-                 args.eval_batch_size or batch_size, args.steps, args.warmup, device, args.workers, source)
+                 args.eval_batch_size or batch_size, steps, args.warmup, device, args.workers, source)
 
 
 # ------------------------------------------------------------------------------------------ measurements
@@ -198,18 +222,25 @@ def measure_engine(setup: Setup) -> Measure:
         val = EvalData(on_device[0][:n_val], on_device[1][:n_val], _ids(n_val, "v"))
     model = setup.model()
 
-    def fit(data: TrainData) -> None:
-        train_model(model, data, val, TrainSettings(setup.recipe, setup.spec, device=device, seed=0, epochs=1,
-                                                    eval_batch_size=setup.eval_batch_size))
+    def fit(data: TrainData) -> TrainResult:
+        return train_model(model, data, val, TrainSettings(setup.recipe, setup.spec, device=device, seed=0,
+                                                           epochs=1, eval_batch_size=setup.eval_batch_size))
 
     fit(warm)
     _common.reset_peak_memory(device)
-    with _common.stopwatch(device) as train_time:
-        fit(train)
-    result = Measure(train_images=n_train * setup.expansion, train_seconds=train_time[0],
+    with _common.stopwatch(device) as call_time:
+        trained = fit(train)
+    # The training-step rate: the epoch's batches as the engine timed them. The recipe's validation pass and the
+    # once-per-cell offline expansion are work the raw loop does not do; they are reported apart.
+    (epoch,) = trained.history
+    rows = n_train * setup.expansion
+    result = Measure(train_images=rows, train_seconds=epoch["train_seconds"],
                      train_memory_mib=_common.peak_memory_mib(device))
+    result.extra.update(call_images_per_s=_round(rows / call_time[0]), call_seconds=_round(call_time[0], 4),
+                        val_seconds=_round(epoch["val_seconds"], 4), val_images=len(val) if val is not None else 0,
+                        setup_seconds=_round(trained.setup_seconds, 4))
     prep_seconds = _engine_batch_prep_seconds(setup, train)
-    result.data_share = min(1.0, prep_seconds / train_time[0])
+    result.data_share = min(1.0, prep_seconds / epoch["train_seconds"])
 
     # The runner passes the test images from the host cache; predict_logits moves each batch to the device.
     host_images = setup.images
@@ -404,10 +435,12 @@ def _iterator_batches(loader: torch.utils.data.DataLoader) -> Callable[[], Any]:
     return next_batch
 
 
-def measure_dataloader(setup: Setup, root: Path) -> Measure:
+def measure_dataloader(setup: Setup, root: Path | None = None) -> Measure:
     """(c) ImageFolder + DataLoader: a warm-up of ``warmup`` batches (starts the workers), then one timed
     epoch; the time in ``next()`` is the data wait."""
     device = setup.device
+    if root is None:
+        raise ValueError("the DataLoader pipeline needs the image folder")
     train_loader, eval_loader = _loader(setup, root, True), _loader(setup, root, False)
     model = setup.model()
     _train_steps(setup, model, _iterator_batches(train_loader), setup.warmup)
@@ -424,21 +457,53 @@ def measure_dataloader(setup: Setup, root: Path) -> Measure:
     result.eval_data_share = waited / eval_time[0]
     result.eval_memory_mib = _common.peak_memory_mib(device)
     result.extra["workers"] = setup.workers
-    del train_loader, eval_loader  # stops persistent workers before the next case
+    del train_loader, eval_loader
+    _wait_for_workers_to_exit()
     return result
+
+
+def _wait_for_workers_to_exit(timeout: float = 10.0) -> None:
+    """Collect the loaders (their persistent workers stop when they are freed) and wait until the worker processes
+    have exited: a worker still shutting down would load the cores while the next method is timed."""
+    gc.collect()
+    deadline = time.perf_counter() + timeout
+    while multiprocessing.active_children() and time.perf_counter() < deadline:  # also reaps exited ones
+        time.sleep(0.05)
 
 
 # ------------------------------------------------------------------------------------------------ driver
 
 
 def _median_measure(rounds: list[Measure]) -> Measure:
-    """The round with the median training throughput (its other numbers go with it)."""
-    ranked = sorted(rounds, key=lambda m: m.train_ips)
-    return ranked[(len(ranked) - 1) // 2]
+    """The round with the median training throughput (its training numbers go with it), with the evaluation
+    numbers of the round with the median evaluation throughput: the two are chosen apart, since an evaluation
+    pass is short and its rate varies from round to round on its own."""
+    by_train = sorted(rounds, key=lambda m: m.train_ips)[(len(rounds) - 1) // 2]
+    by_eval = sorted(rounds, key=lambda m: m.eval_ips)[(len(rounds) - 1) // 2]
+    return replace(by_train, eval_images=by_eval.eval_images, eval_seconds=by_eval.eval_seconds,
+                   eval_data_share=by_eval.eval_data_share, eval_memory_mib=by_eval.eval_memory_mib,
+                   extra={**by_train.extra, **{k: v for k, v in by_eval.extra.items() if k.startswith("eval")}})
 
 
 def _ratio(a: float, b: float) -> float | None:
     return _round(a / b, 3) if b and math.isfinite(a) and math.isfinite(b) else None
+
+
+def round_order(round_index: int) -> tuple[str, ...]:
+    """The methods' order in one round: rotated each round, so that no method always runs first (warm caches,
+    a neighbour's load that rises or falls during a round)."""
+    shift = round_index % len(METHODS)
+    return METHODS[shift:] + METHODS[:shift]
+
+
+def _round_ratios(rounds: dict[str, list[Measure]]) -> dict[str, list[float | None]]:
+    """Each round's ratios (the rounds interleave, so round i of each method ran under the same load)."""
+    pairs = {"train_engine_over_raw": ("train_ips", "engine", "raw"),
+             "train_engine_over_dataloader": ("train_ips", "engine", "dataloader"),
+             "eval_engine_over_raw": ("eval_ips", "engine", "raw"),
+             "eval_engine_over_dataloader": ("eval_ips", "engine", "dataloader")}
+    return {name: [_ratio(getattr(x, rate), getattr(y, rate)) for x, y in zip(rounds[top], rounds[bottom])]
+            for name, (rate, top, bottom) in pairs.items()}
 
 
 def run_case(case: Case, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
@@ -446,10 +511,12 @@ def run_case(case: Case, args: argparse.Namespace, device: torch.device) -> dict
     rounds: dict[str, list[Measure]] = {m: [] for m in METHODS}
     with tempfile.TemporaryDirectory(prefix="fbench-throughput-") as tmp:
         jpeg_bytes = write_image_folder(setup, Path(tmp))
-        for _ in range(args.repeats):  # interleaved, so drifting load hits every method alike
-            rounds["engine"].append(measure_engine(setup))
-            rounds["raw"].append(measure_raw(setup))
-            rounds["dataloader"].append(measure_dataloader(setup, Path(tmp)))
+        measures: dict[str, Callable[[], Measure]] = {
+            "engine": lambda: measure_engine(setup), "raw": lambda: measure_raw(setup),
+            "dataloader": lambda: measure_dataloader(setup, Path(tmp))}
+        for index in range(args.repeats):
+            for method in round_order(index):
+                rounds[method].append(measures[method]())
     chosen = {m: _median_measure(rounds[m]) for m in METHODS}
     a, b, c = chosen["engine"], chosen["raw"], chosen["dataloader"]
     return {
@@ -465,6 +532,7 @@ def run_case(case: Case, args: argparse.Namespace, device: torch.device) -> dict
                    "train_engine_over_dataloader": _ratio(a.train_ips, c.train_ips),
                    "eval_engine_over_raw": _ratio(a.eval_ips, b.eval_ips),
                    "eval_engine_over_dataloader": _ratio(a.eval_ips, c.eval_ips)},
+        "round_ratios": _round_ratios(rounds),
         "rounds": {m: [r.to_dict() for r in rounds[m]] for m in METHODS},
     }
 
@@ -496,9 +564,10 @@ def print_table(results: list[dict[str, Any]]) -> None:
               f"{_fmt(a['data_share'] * 100 if a['data_share'] is not None else None):>7}%"
               f"{_fmt(c['data_share'] * 100 if c['data_share'] is not None else None):>7}%"
               f"{_fmt(a['train_memory_mib']):>11}{_fmt(b['train_memory_mib']):>8}{_fmt(c['train_memory_mib']):>8}")
-    print("a = fbench engine, b = raw loop on device tensors, c = ImageFolder + DataLoader; prep a = share of the "
-          "engine's step time spent preparing batches on the device; wait c = share of (c)'s step time in "
-          "next(); mem = peak torch.cuda.max_memory_allocated while training (CUDA only)")
+    print("a = fbench engine (its training batches; its validation pass and offline expansion are in the JSON as "
+          "val_seconds and setup_seconds), b = raw loop on device tensors, c = ImageFolder + DataLoader; prep a = "
+          "share of the engine's step time spent preparing batches on the device; wait c = share of (c)'s step "
+          "time in next(); mem = peak torch.cuda.max_memory_allocated while training (CUDA only)")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -512,13 +581,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=None, help="training batch size (default: the recipe's)")
     parser.add_argument("--eval-batch-size", type=int, default=None, help="evaluation batch size (default: "
                                                                           "the training batch size)")
-    parser.add_argument("--steps", type=int, default=None, help="timed training steps (default 50; quick 3); "
-                                                                "the image set holds steps x batch size images")
-    parser.add_argument("--warmup", type=int, default=None, help="warm-up steps per method (default 5; quick 1)")
+    parser.add_argument("--preset", choices=PRESETS, default=None,
+                        help="cpu: every built-in and three timm families at CPU size, 3 interleaved rounds, about "
+                             "4 minutes on 2 cores; gpu: the default models at 50 steps (default: cpu when the "
+                             "device is a CPU, else gpu)")
+    parser.add_argument("--steps", type=int, default=None, help="timed training steps (default: gpu 50, cpu the "
+                        "preset's per model or 8, quick 3); the image set holds steps x batch size images")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="warm-up steps per method (default: gpu 5, cpu 2, quick 1)")
     parser.add_argument("--workers", type=int, default=None,
                         help="DataLoader workers of (c) (default: min(8, usable cores); quick 0)")
-    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds of a, b, c; the median "
-                                                               "round is reported (default 1)")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved rounds of a, b, c (each round in "
+                        "another order); the median round is reported (default: cpu 3, else 1)")
     parser.add_argument("--images", choices=("synth", "smooth"), default="synth",
                         help="synth: jittered copies of rendered synthetic faces; smooth: smooth random images")
     parser.add_argument("--pool", type=int, default=14, help="distinct rendered faces behind the image set")
@@ -526,18 +600,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="CI size: 3 steps, batch 8, small inputs, no workers")
     parser.add_argument("--out", default="throughput.json", help="where to write the JSON result")
     args = parser.parse_args(argv)
-    if args.steps is None:
-        args.steps = 3 if args.quick else 50
+    if args.preset is None:
+        args.preset = "cpu" if _common.resolve_device(args.device).type == "cpu" else "gpu"
+    cpu = args.preset == "cpu" and not args.quick
+    args.default_steps = 3 if args.quick else 8 if cpu else 50
     if args.warmup is None:
-        args.warmup = 1 if args.quick else 5
+        args.warmup = 1 if args.quick else CPU_PRESET_WARMUP if cpu else 5
+    if args.repeats is None:
+        args.repeats = CPU_PRESET_REPEATS if cpu else 1
     if args.quick:
         args.batch_size = args.batch_size or 8
         args.pool = min(args.pool, 7)
         args.workers = 0 if args.workers is None else args.workers
     if args.workers is None:
         args.workers = min(8, _common.usable_cores())
-    args.models = args.models or list(QUICK_MODELS if args.quick else DEFAULT_MODELS)
-    if min(args.steps, args.repeats) < 1 or args.warmup < 0 or args.workers < 0:
+    args.use_cpu_preset = cpu and args.models is None
+    args.models = args.models or list(QUICK_MODELS if args.quick else CPU_PRESET if cpu else DEFAULT_MODELS)
+    if min(args.steps or 1, args.repeats) < 1 or args.warmup < 0 or args.workers < 0:
         parser.error("--steps and --repeats must be at least 1; --warmup and --workers at least 0")
     return args
 
@@ -547,12 +626,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = _common.resolve_device(args.device)
-    cases = parse_cases(args.models, args.sizes, args.quick)
+    if args.use_cpu_preset:
+        cases = [replace(case, batch_size=CPU_PRESET[case.label][0], steps=CPU_PRESET[case.label][1])
+                 for case in parse_cases(args.models, None, False)]
+    else:
+        cases = parse_cases(args.models, args.sizes, args.quick)
     report: dict[str, Any] = {
         "benchmark": "throughput", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": sys.argv,
         "hardware": _common.hardware(device), "versions": _common.versions(),
         "settings": {"device": str(device), "cases": [c.label for c in cases], "batch_size": args.batch_size,
-                     "eval_batch_size": args.eval_batch_size, "steps": args.steps, "warmup": args.warmup,
+                     "eval_batch_size": args.eval_batch_size, "preset": args.preset,
+                     "steps": args.steps or {c.label: c.steps or args.default_steps for c in cases},
+                     "warmup": args.warmup,
                      "workers": args.workers, "repeats": args.repeats, "images": args.images,
                      "quick": args.quick, "threads": torch.get_num_threads()},
         "results": [],

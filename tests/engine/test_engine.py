@@ -83,7 +83,8 @@ def fit(model: nn.Module, recipe: Recipe, train: EvalData | None = None, val: Ev
 
 
 def without_time(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in h.items() if k not in ("seconds", "images_per_second")} for h in history]
+    timings = ("seconds", "images_per_second", "train_seconds", "val_seconds")
+    return [{k: v for k, v in h.items() if k not in timings} for h in history]
 
 
 # ------------------------------------------------------------------------------------------------ learning
@@ -93,8 +94,12 @@ def test_a_tiny_model_learns_the_quadrant_task() -> None:
     result = fit(tiny(), dataclasses.replace(QUICK, epochs=6), split(128, 1, "t"))
     assert [h["epoch"] for h in result.history] == list(range(1, 7))
     assert set(result.history[0]) == {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
-                                      "seconds", "images_per_second"}
+                                      "seconds", "images_per_second", "train_seconds", "val_seconds"}
     assert all(h["images_per_second"] == pytest.approx(128 / h["seconds"]) for h in result.history)
+    # the training batches and the validation pass are timed apart, within the epoch's wall time
+    assert all(h["train_seconds"] > 0 and h["val_seconds"] > 0 for h in result.history)
+    assert all(h["train_seconds"] + h["val_seconds"] <= h["seconds"] for h in result.history)
+    assert result.setup_seconds > 0
     assert result.history[-1]["val_accuracy"] >= 0.9
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert result.final_state == "last" and not result.stopped_early
