@@ -263,7 +263,8 @@ def test_between_bests_the_checkpoint_is_written_at_most_every_resume_interval(t
     with pytest.raises(Interrupted):
         train_model(fresh(), TRAIN, None, settings(plain, tmp_path, resume_every_seconds=3600.0,
                                                    on_epoch=stop_after(3)))
-    assert torch.load(tmp_path / "resume.pt", weights_only=True)["epoch"] == 1  # the first epoch only
-    notes: list[str] = []
+    notes: list[str] = []  # (loading waits for a write still in flight; torch.load here would not)
     result = train_model(fresh(), TRAIN, None, settings(plain, tmp_path, on_resume=notes.append))
-    assert notes[0].startswith(f"resuming from epoch 2 of {EPOCHS}") and result.epochs_run == EPOCHS
+    # the checkpoint is the first epoch's: epochs 2 and 3 were not written
+    assert notes[0].startswith(f"resuming from epoch 2 of {EPOCHS} (checkpoint of epoch 1,")
+    assert result.epochs_run == EPOCHS
