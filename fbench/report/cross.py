@@ -17,7 +17,14 @@ from typing import Any
 import pandas as pd
 
 from fbench.data.files import write_atomic
-from fbench.report.document import SYNTHETIC_BANNER, Block, html_document, markdown_document, png_bytes
+from fbench.report.document import (
+    SYNTHETIC_BANNER,
+    Block,
+    failures_blocks,
+    html_document,
+    markdown_document,
+    png_bytes,
+)
 from fbench.report.plots import plot_cross_matrix
 from fbench.report.tables import order_poses
 from fbench.suite.conditions import CLEAN
@@ -193,13 +200,7 @@ def _blocks(data: CrossReportData, has_plot: bool, plot_error: str) -> list[Bloc
     if data.pair_reports:
         blocks.append(("h", 2, "Each pair's leaderboard"))
         blocks.append(("list", [f"{view}: {path}" for view, path in data.pair_reports.items()]))
-    blocks.append(("h", 2, "Cells not in the matrix"))
-    if data.failures:
-        rows = [{"state": str(f.get("state", "failed")), "cell": str(f.get("cell", "")), "key": str(f.get("key", "")),
-                 "architecture": str(f.get("label", "")), "reason": str(f.get("reason", ""))} for f in data.failures]
-        blocks.append(("table", pd.DataFrame(rows)))
-    else:
-        blocks.append(("p", "None: every cell is complete."))
+    blocks += failures_blocks("Cells not in the matrix", data.failures)
     blocks.append(("h", 2, "Provenance"))
     blocks.append(("pre", "\n".join(f"{key}: {value}" for key, value in data.provenance.items())
                    or "(none recorded)"))

@@ -49,6 +49,7 @@ __all__ = [
     "SYNTHETIC_BANNER",
     "TIMESTAMP_FORMAT",
     "Block",
+    "failures_blocks",
     "html_document",
     "markdown_document",
     "png_bytes",
@@ -166,13 +167,7 @@ def _blocks(data: ReportData, images: Sequence[str], plot_errors: Mapping[str, s
                             "only the reference gets right by majority over seeds (ties left out); McNemar p exact, "
                             "Holm-adjusted across the comparisons."))
 
-    blocks.append(("h", 2, "Cells not in the leaderboard"))
-    if data.failures:
-        rows = [{"state": str(f.get("state", "failed")), "cell": str(f.get("cell", "")), "key": str(f.get("key", "")),
-                 "architecture": str(f.get("label", "")), "reason": str(f.get("reason", ""))} for f in data.failures]
-        blocks.append(("table", pd.DataFrame(rows)))
-    else:
-        blocks.append(("p", "None: every cell is complete."))
+    blocks += failures_blocks("Cells not in the leaderboard", data.failures)
 
     if images or plot_errors:
         blocks.append(("h", 2, "Plots"))
@@ -189,6 +184,15 @@ def _blocks(data: ReportData, images: Sequence[str], plot_errors: Mapping[str, s
     blocks.append(("h", 2, "Provenance"))
     blocks.append(("pre", _provenance_text(data.provenance)))
     return blocks
+
+
+def failures_blocks(heading: str, failures: Sequence[Mapping[str, Any]]) -> list[Block]:
+    """A section listing the cells left out (missing, failed, corrupt) with their key and reason, or saying none."""
+    if not failures:
+        return [("h", 2, heading), ("p", "None: every cell is complete.")]
+    rows = [{"state": str(f.get("state", "failed")), "cell": str(f.get("cell", "")), "key": str(f.get("key", "")),
+             "architecture": str(f.get("label", "")), "reason": str(f.get("reason", ""))} for f in failures]
+    return [("h", 2, heading), ("table", pd.DataFrame(rows))]
 
 
 def _per_pose_blocks(data: ReportData) -> list[Block]:
