@@ -1,5 +1,5 @@
-import sys
+"""``python -m fbench``: the ``fbench`` command."""
 
-from fbench.cli import main
+from fbench.cli import entry
 
-sys.exit(main())
+entry()

@@ -162,6 +162,11 @@ class _Writer:
 _WRITER = _Writer()  # one per process: a resume checkpoint is never read while it is being written
 
 
+def wait_for_writes() -> None:
+    """Block until the resume checkpoint being written in the background, if any, is on disk."""
+    _WRITER.wait()
+
+
 def remove_resume(path: str | os.PathLike[str]) -> None:
     """Delete the resume checkpoint at ``path`` once any write still in flight has ended (a training that
     finished, or failed, needs it no more)."""
