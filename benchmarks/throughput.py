@@ -435,12 +435,10 @@ def _iterator_batches(loader: torch.utils.data.DataLoader) -> Callable[[], Any]:
     return next_batch
 
 
-def measure_dataloader(setup: Setup, root: Path | None = None) -> Measure:
+def measure_dataloader(setup: Setup, root: Path) -> Measure:
     """(c) ImageFolder + DataLoader: a warm-up of ``warmup`` batches (starts the workers), then one timed
     epoch; the time in ``next()`` is the data wait."""
     device = setup.device
-    if root is None:
-        raise ValueError("the DataLoader pipeline needs the image folder")
     train_loader, eval_loader = _loader(setup, root, True), _loader(setup, root, False)
     model = setup.model()
     _train_steps(setup, model, _iterator_batches(train_loader), setup.warmup)
