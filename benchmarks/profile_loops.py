@@ -13,7 +13,6 @@ engine's own split of the epoch into training batches, validation pass and the w
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from fbench.data.transforms import eval_transform
-from fbench.engine import EvalData, TrainData, TrainSettings, train_model
+from fbench.engine import TrainSettings, train_model
 
 
 def operator_table(run: Callable[[], Any], device: torch.device) -> dict[str, tuple[int, float]]:
@@ -55,11 +54,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     (case,) = throughput.parse_cases(bench.models, None, False)
     setup = throughput.make_setup(case, bench, device)
     bs = setup.batch_size
-    n_train = max(1, math.ceil(setup.steps * bs / setup.expansion))
+    train, _, val = throughput.engine_splits(setup)
+    n_train = len(train)
     images, labels = setup.images.to(device), setup.labels.to(device)
-    train = TrainData(images[:n_train], labels[:n_train], throughput._ids(n_train, "t"))
-    needs_val = setup.recipe.early_stopping is not None or setup.recipe.schedule.kind == "reduce_on_plateau"
-    val = EvalData(images[:bs], labels[:bs], throughput._ids(bs, "v")) if needs_val else None
     engine_model, raw_model = setup.model(), setup.model()
     normalised = eval_transform(images, setup.spec)
     if setup.channels_last:

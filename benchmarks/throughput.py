@@ -208,18 +208,28 @@ def _ids(n: int, prefix: str) -> tuple[str, ...]:
     return tuple(f"{prefix}{i}" for i in range(n))
 
 
-def measure_engine(setup: Setup) -> Measure:
-    """(a) ``train_model`` for one epoch of ``steps`` batches after a warm-up call; ``predict_logits``."""
-    device, bs = setup.device, setup.batch_size
+def engine_splits(setup: Setup) -> tuple[TrainData, TrainData, EvalData | None]:
+    """The engine's (timed training, warm-up training, validation) splits on the device: ``steps`` (``warmup``)
+    batches after the recipe's offline expansion, and one validation batch where the recipe monitors validation
+    (LANMSFF's early stopping and plateau schedule), so that it runs unchanged; else no validation split."""
+    bs = setup.batch_size
     n_train = max(1, math.ceil(setup.steps * bs / setup.expansion))
     n_warm = max(1, math.ceil(setup.warmup * bs / setup.expansion))
-    on_device = setup.images.to(device), setup.labels.to(device)
-    train = TrainData(on_device[0][:n_train], on_device[1][:n_train], _ids(n_train, "t"))
-    warm = TrainData(on_device[0][:n_warm], on_device[1][:n_warm], _ids(n_warm, "w"))
+    images, labels = setup.images.to(setup.device), setup.labels.to(setup.device)
+    train = TrainData(images[:n_train], labels[:n_train], _ids(n_train, "t"))
+    warm = TrainData(images[:n_warm], labels[:n_warm], _ids(n_warm, "w"))
     val = None
     if setup.recipe.early_stopping is not None or setup.recipe.schedule.kind == "reduce_on_plateau":
-        n_val = min(bs, len(setup.images))  # the recipe monitors validation: one batch keeps it as it is
-        val = EvalData(on_device[0][:n_val], on_device[1][:n_val], _ids(n_val, "v"))
+        n_val = min(bs, len(setup.images))
+        val = EvalData(images[:n_val], labels[:n_val], _ids(n_val, "v"))
+    return train, warm, val
+
+
+def measure_engine(setup: Setup) -> Measure:
+    """(a) ``train_model`` for one epoch of ``steps`` batches after a warm-up call; ``predict_logits``."""
+    device = setup.device
+    train, warm, val = engine_splits(setup)
+    n_train = len(train)
     model = setup.model()
 
     def fit(data: TrainData) -> TrainResult:
@@ -253,8 +263,9 @@ def measure_engine(setup: Setup) -> Measure:
     result.eval_images, result.eval_seconds = len(host_images), eval_time[0]
     result.eval_memory_mib = _common.peak_memory_mib(device)
     if device.type == "cuda":
+        resident = setup.images.to(device)
         with _common.stopwatch(device) as resident_time:
-            predict(on_device[0])
+            predict(resident)
         result.extra["eval_images_per_s_device_resident"] = _round(len(host_images) / resident_time[0])
     return result
 
